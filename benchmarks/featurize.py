@@ -1,0 +1,61 @@
+"""Featurization throughput and memory of CrystalGraphFeaturizer.
+
+Prints structures/s and bytes per structure for the first N structures of
+``mp_gap.jsonl.gz``, from CIF text and from pymatgen ``Structure`` objects, with
+``n_jobs=1`` and ``n_jobs=2``.
+
+    python benchmarks/featurize.py                 # 1k, 10k and all 106k
+    python benchmarks/featurize.py --sizes 1000    # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+from _data import peak_rss_mb, read_jsonl
+
+from crysk import CrystalGraphFeaturizer, as_structure
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 106113])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+
+    records = read_jsonl("mp_gap.jsonl.gz", max(args.sizes))
+    rows = []
+    for n in args.sizes:
+        cifs = [r["cif"] for r in records[:n]]
+        for n_jobs in args.jobs:
+            feat = CrystalGraphFeaturizer(n_jobs=n_jobs, errors="skip")
+            t = time.perf_counter()
+            graphs = feat.transform(cifs)
+            dt = time.perf_counter() - t
+            rows.append(("CIF text", len(cifs), n_jobs, len(cifs) / dt, graphs.nbytes / len(graphs), len(feat.skipped_)))
+            print(*rows[-1], flush=True)
+        t = time.perf_counter()
+        structures = [as_structure(c, validate=False) for c in cifs]
+        parse = time.perf_counter() - t
+        print(f"(parsing {n} CIFs with pymatgen alone: {n / parse:.0f} structures/s)", flush=True)
+        for n_jobs in args.jobs:
+            feat = CrystalGraphFeaturizer(n_jobs=n_jobs, errors="skip")
+            t = time.perf_counter()
+            graphs = feat.transform(structures)
+            dt = time.perf_counter() - t
+            rows.append(("Structure", n, n_jobs, n / dt, graphs.nbytes / len(graphs), len(feat.skipped_)))
+            print(*rows[-1], flush=True)
+        del structures
+    print()
+    print("| input | structures | n_jobs | structures/s | bytes/structure | left out (isolated atoms etc.) |")
+    print("|---|---|---|---|---|---|")
+    for src, n, j, rate, nbytes, skipped in rows:
+        print(f"| {src} | {n} | {j} | {rate:,.0f} | {nbytes:,.0f} | {skipped} |")
+    print(f"\npeak RSS of this process: {peak_rss_mb():,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""crysk: scikit-learn compatible crystal graph neural networks with transfer learning."""
+
+__version__ = "0.1.0"
+
+from .featurizer import CrystalGraphFeaturizer
+from .graphs import CrystalGraphs, concatenate
+from .structures import CrystalInputError, as_structure
+
+__all__ = [
+    "__version__",
+    "CrystalGraphFeaturizer",
+    "CrystalGraphs",
+    "CrystalInputError",
+    "as_structure",
+    "concatenate",
+]

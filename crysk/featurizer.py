@@ -1,0 +1,394 @@
+"""CrystalGraphFeaturizer: structures in, packed crystal graphs out."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+from pymatgen.core import Structure
+from pymatgen.optimization.neighbors import find_points_in_spheres
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from .elements import element_table_id
+from .graphs import CrystalGraphs, concatenate
+from .structures import (
+    MIN_DISTANCE,
+    CrystalInputError,
+    as_sequence,
+    input_ids,
+    structure_and_numbers,
+)
+from .structures import atomic_numbers as _atomic_numbers
+
+__all__ = ["CrystalGraphFeaturizer", "structure_graph", "graph_settings", "check_settings"]
+
+# distances are compared at this resolution (Å) when ordering neighbours, so
+# that float noise from different input routes (CIF text, ASE, rotations)
+# cannot reorder neighbours that are equally far away
+_DISTANCE_QUANTUM = 1e-5
+_PBC = np.ones(3, dtype=np.int64)
+
+
+def graph_settings(radius: float, max_num_nbr: int) -> dict[str, Any]:
+    """The settings stored with graphs and checked by models.
+
+    Parameters
+    ----------
+    radius : float
+    max_num_nbr : int
+
+    Returns
+    -------
+    dict
+    """
+    return {"radius": float(radius), "max_num_nbr": int(max_num_nbr), "element_table": element_table_id()}
+
+
+def check_settings(graphs: CrystalGraphs, expected: dict[str, Any], what: str = "this model") -> None:
+    """Raise if ``graphs`` were made with settings other than ``expected``.
+
+    Parameters
+    ----------
+    graphs : CrystalGraphs
+    expected : dict
+        As returned by :func:`graph_settings`.
+    what : str
+        Who expects them, for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming each setting that differs.
+    """
+    diffs = [
+        f"{k}={graphs.settings.get(k)!r} (expected {v!r})"
+        for k, v in expected.items()
+        if graphs.settings.get(k) != v
+    ]
+    if diffs:
+        raise ValueError(
+            f"the crystal graphs were made with other settings than {what} uses: {', '.join(diffs)}. "
+            "Featurize with the same radius/max_num_nbr as the model, or pass structures and let "
+            "the model featurize them"
+        )
+
+
+def _neighbor_pairs(cart: np.ndarray, lattice: np.ndarray, r: float):
+    centers, points, _, dist = find_points_in_spheres(cart, cart, r=float(r), pbc=_PBC, lattice=lattice, tol=1e-8)
+    not_self = (centers != points) | (dist > 1e-8)
+    return centers[not_self], points[not_self], dist[not_self]
+
+
+def structure_graph(
+    structure: Structure,
+    radius: float = 8.0,
+    max_num_nbr: int = 12,
+    index: int | None = None,
+    id: Any = None,
+    min_distance: float = MIN_DISTANCE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Compute the crystal graph of one structure.
+
+    Each atom is linked to its ``max_num_nbr`` nearest neighbours within
+    ``radius`` over all periodic images (fewer if fewer are in range), sorted
+    by distance, then by neighbour index. The same atom may appear several
+    times through different images (CGCNN's multigraph).
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+        An ordered structure (see :func:`crysk.structures.as_structure`).
+    radius : float, default=8.0
+        Cut-off in Å.
+    max_num_nbr : int, default=12
+    index, id : optional
+        Used in error messages.
+    min_distance : float, default=0.5
+        Raise if two atoms are closer than this (Å).
+
+    Returns
+    -------
+    atomic_numbers : numpy.ndarray of uint8, shape (n_atoms,)
+    degrees : numpy.ndarray of int64, shape (n_atoms,)
+    neighbors : numpy.ndarray of int32, shape (n_edges,)
+    distances : numpy.ndarray of float32, shape (n_edges,)
+
+    Raises
+    ------
+    CrystalInputError
+        If an atom has no neighbour within ``radius``, or two atoms are
+        closer than ``min_distance``.
+    """
+    return _graph_from_arrays(_light(structure, _atomic_numbers(structure, index, id)), radius, max_num_nbr, index, id, min_distance)
+
+
+def _light(structure: Structure, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three arrays a graph needs; cheap to send to another process."""
+    return (
+        z,
+        np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64),
+        np.ascontiguousarray(structure.cart_coords, dtype=np.float64),
+    )
+
+
+def _symbol(z: int) -> str:
+    from pymatgen.core import Element
+
+    return Element.from_Z(int(z)).symbol
+
+
+def _graph_from_arrays(arrays, radius, max_num_nbr, index=None, id=None, min_distance=MIN_DISTANCE):
+    z, lattice, cart = arrays
+    n = len(z)
+    volume = abs(float(np.linalg.det(lattice)))
+    # Search a smaller sphere first, sized to hold ~3x max_num_nbr atoms at the
+    # cell's mean density: most atoms then have all their nearest neighbours in
+    # it, and the full radius is searched only when some atom does not.
+    r_small = (3.0 * 3 * max_num_nbr * volume / (4.0 * np.pi * n)) ** (1.0 / 3.0) + 0.5
+    if r_small < radius:
+        centers, points, dist = _neighbor_pairs(cart, lattice, r_small)
+        if np.bincount(centers, minlength=n).min() < max_num_nbr:
+            centers, points, dist = _neighbor_pairs(cart, lattice, radius)
+    else:
+        centers, points, dist = _neighbor_pairs(cart, lattice, radius)
+    order = np.lexsort((points, np.rint(dist / _DISTANCE_QUANTUM), centers))
+    centers, points, dist = centers[order], points[order], dist[order]
+    counts = np.bincount(centers, minlength=n)
+    if (counts == 0).any():
+        lonely = int(np.argmin(counts))
+        raise CrystalInputError(
+            f"atom {lonely} ({_symbol(z[lonely])}) has no neighbour within radius={radius} Å; use a "
+            "larger radius (CrystalGraphFeaturizer(radius=...)) or check the lattice",
+            index,
+            id,
+        )
+    starts = np.cumsum(counts) - counts
+    # the nearest neighbour of every atom comes first in its group
+    if min_distance > 0 and dist[starts].min() < min_distance:
+        k = int(starts[np.argmin(dist[starts])])
+        i, j = int(centers[k]), int(points[k])
+        raise CrystalInputError(
+            f"sites {i} ({_symbol(z[i])}) and {j} ({_symbol(z[j])}) are {dist[k]:.3f} Å apart, closer "
+            f"than {min_distance} Å: the structure is probably broken (duplicate or overlapping sites); "
+            "fix or drop it",
+            index,
+            id,
+        )
+    rank = np.arange(len(centers)) - np.repeat(starts, counts)
+    keep = rank < max_num_nbr
+    return (
+        np.asarray(z, dtype=np.uint8),
+        np.minimum(counts, max_num_nbr),
+        points[keep].astype(np.int32),
+        dist[keep].astype(np.float32),
+    )
+
+
+def _pack(results, settings, ids) -> CrystalGraphs:
+    if not results:
+        return CrystalGraphs(
+            np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(1), settings, ids
+        )
+    z, deg, nbr, dist = zip(*results)
+    offsets = np.zeros(len(z) + 1, dtype=np.int64)
+    np.cumsum([len(a) for a in z], out=offsets[1:])
+    return CrystalGraphs(
+        np.concatenate(z), np.concatenate(deg), np.concatenate(nbr), np.concatenate(dist), offsets, settings, ids
+    )
+
+
+class _Light(tuple):
+    """A validated structure reduced to (atomic numbers, lattice, Cartesian coordinates)."""
+
+
+def _prepare(items, start, ids, errors):
+    # Structures are slow to pickle (~1 ms each): validate them here and send
+    # only their arrays to the worker processes.
+    out = []
+    for k, item in enumerate(items):
+        if isinstance(item, Structure):
+            try:
+                item = _Light(_light(*structure_and_numbers(item, start + k, None if ids is None else ids[k])))
+            except CrystalInputError:
+                if errors == "raise":
+                    raise
+                # leave it as is: the worker reports it with the others
+        out.append(item)
+    return out
+
+
+def _featurize_chunk(items, start, ids, radius, max_num_nbr, settings, errors="raise"):
+    results, kept, failed = [], [], []
+    for k, item in enumerate(items):
+        i = start + k
+        sid = None if ids is None else ids[k]
+        try:
+            if not isinstance(item, _Light):
+                s, z = structure_and_numbers(item, index=i, id=sid)
+                item = _light(s, z)
+            results.append(_graph_from_arrays(item, radius, max_num_nbr, i, sid))
+        except CrystalInputError as exc:
+            if errors == "raise":
+                raise
+            failed.append(exc)
+            continue
+        kept.append(k)
+    kept_ids = None if ids is None else [ids[k] for k in kept]
+    return _pack(results, settings, kept_ids), failed
+
+
+class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
+    """Turn crystal structures into packed crystal graphs (CGCNN style).
+
+    Parameters
+    ----------
+    radius : float, default=8.0
+        Neighbour cut-off in Å.
+    max_num_nbr : int, default=12
+        Keep at most this many nearest neighbours per atom. Atoms with fewer
+        neighbours in range keep the ones they have (no padding edges).
+    n_jobs : int, optional
+        Processes for featurizing in parallel (joblib semantics: ``None`` is
+        1, ``-1`` all cores).
+    verbose : bool, default=False
+        Show a progress bar for large inputs.
+    errors : {"raise", "skip"}, default="raise"
+        What to do with a structure that cannot be used. ``"raise"`` raises
+        its :class:`~crysk.structures.CrystalInputError`. ``"skip"`` leaves it
+        out, warns, and lists it in ``skipped_`` (so the output has fewer
+        crystals than the input: only for standalone use, never inside a
+        pipeline that must keep X and y aligned).
+
+    Attributes
+    ----------
+    skipped_ : list of CrystalInputError
+        The structures left out by the last :meth:`transform` (``errors="skip"``);
+        each error carries ``index``, ``id`` and ``reason``.
+
+    Examples
+    --------
+    >>> from pymatgen.core import Lattice, Structure
+    >>> nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"],
+    ...                                  [[0, 0, 0], [0.5, 0.5, 0.5]])
+    >>> graphs = CrystalGraphFeaturizer().fit_transform([nacl])
+    >>> len(graphs), graphs.n_atoms[0], graphs.n_edges[0]
+    (1, 8, 96)
+    """
+
+    def __init__(
+        self,
+        radius: float = 8.0,
+        max_num_nbr: int = 12,
+        n_jobs: int | None = None, verbose: bool = False,
+        errors: str = "raise",
+    ):
+        self.radius = radius
+        self.max_num_nbr = max_num_nbr
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.errors = errors
+
+    def _validate_params(self) -> None:
+        if not isinstance(self.radius, numbers.Real) or not np.isfinite(self.radius) or self.radius <= 0:
+            raise ValueError(f"radius must be a positive number of Å, got {self.radius!r}")
+        if (
+            not isinstance(self.max_num_nbr, numbers.Integral)
+            or isinstance(self.max_num_nbr, bool)
+            or self.max_num_nbr < 1
+        ):
+            raise ValueError(f"max_num_nbr must be a positive integer, got {self.max_num_nbr!r}")
+        if self.errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', got {self.errors!r}")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The graph settings this featurizer produces (see :func:`graph_settings`)."""
+        return graph_settings(self.radius, self.max_num_nbr)
+
+    def fit(self, X: Any = None, y: Any = None) -> "CrystalGraphFeaturizer":
+        """Check the parameters; the featurizer learns nothing.
+
+        Parameters
+        ----------
+        X, y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        self.n_features_in_ = 1
+        return self
+
+    def transform(self, X: Any, ids: Any = None) -> CrystalGraphs:
+        """Featurize structures.
+
+        Parameters
+        ----------
+        X : collection of structure inputs, or CrystalGraphs
+            A list, numpy object array, pandas Series or single-column
+            DataFrame of anything :func:`crysk.structures.as_structure`
+            accepts. ``CrystalGraphs`` made with the same settings pass
+            through unchanged.
+        ids : sequence, optional
+            Identifiers for error messages (default: the pandas index).
+
+        Returns
+        -------
+        CrystalGraphs
+        """
+        self._validate_params()
+        settings = self.settings
+        if isinstance(X, CrystalGraphs):
+            check_settings(X, settings, "this featurizer")
+            return X
+        seq = as_sequence(X)
+        if ids is None:
+            ids = input_ids(X)
+        if ids is not None:
+            ids = list(ids)
+            if len(ids) != len(seq):
+                raise ValueError(f"got {len(ids)} ids for {len(seq)} structures")
+        n = len(seq)
+        n_jobs = effective_n_jobs(self.n_jobs) if n >= 64 else 1
+        chunk = max(1, min(1000, -(-n // (4 * n_jobs)))) if n_jobs > 1 else max(n, 1)
+        if self.verbose and n >= 500:
+            chunk = min(chunk, max(50, n // 100))
+        starts = list(range(0, n, chunk))
+        tasks = (
+            delayed(_featurize_chunk)(
+                _prepare([seq[i] for i in range(s, min(s + chunk, n))], s, None if ids is None else ids[s : s + chunk], self.errors)
+                if n_jobs > 1
+                else [seq[i] for i in range(s, min(s + chunk, n))],
+                s,
+                None if ids is None else ids[s : s + chunk],
+                self.radius,
+                self.max_num_nbr,
+                settings,
+                self.errors,
+            )
+            for s in starts
+        )
+        if n_jobs == 1:
+            parts = (_featurize_chunk(*t[1], **t[2]) for t in tasks)
+        else:
+            parts = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+        if self.verbose and n >= 500:
+            from tqdm.auto import tqdm
+
+            parts = tqdm(parts, total=len(starts), desc="featurizing", unit="chunk")
+        parts = list(parts)
+        self.skipped_ = [exc for _, failed in parts for exc in failed]
+        if self.skipped_:
+            import warnings
+
+            warnings.warn(
+                f"left out {len(self.skipped_)} of {n} structures (see skipped_); first: {self.skipped_[0]}",
+                stacklevel=2,
+            )
+        graphs = [g for g, _ in parts if len(g)]
+        if not graphs:
+            return _pack([], settings, [] if ids is not None else None)
+        return concatenate(graphs) if len(graphs) > 1 else graphs[0]

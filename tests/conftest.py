@@ -1,0 +1,70 @@
+"""Shared fixtures: small real data sets from the shared data folder."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def data_dir() -> Path:
+    env = os.environ.get("CRYSK_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not path.is_dir():
+        pytest.fail(f"data folder {path} not found: set CRYSK_DATA to the shared data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_path() -> Path:
+    return data_dir()
+
+
+def _read_jsonl(name: str, limit: int) -> list[dict]:
+    out = []
+    with gzip.open(data_dir() / name, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            out.append(json.loads(line))
+            if len(out) >= limit:
+                break
+    return out
+
+
+@pytest.fixture(scope="session")
+def eform_sample() -> tuple[list, np.ndarray, list[str]]:
+    """The 200 CGCNN-folder structures (CIF paths), formation energies, ids."""
+    folder = data_dir() / "cgcnn_format_sample"
+    with open(folder / "id_prop.csv") as fh:
+        rows = list(csv.reader(fh))
+    ids = [r[0] for r in rows]
+    y = np.array([float(r[1]) for r in rows])
+    return [folder / f"{i}.cif" for i in ids], y, ids
+
+
+@pytest.fixture(scope="session")
+def eform_structures(eform_sample):
+    from crysk import as_structure
+
+    paths, y, ids = eform_sample
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [as_structure(p) for p in paths], y, ids
+
+
+@pytest.fixture(scope="session")
+def eform_records():
+    """The first 600 records of mp_eform.jsonl.gz (CIF text)."""
+    return _read_jsonl("mp_eform.jsonl.gz", 600)
+
+
+@pytest.fixture(scope="session")
+def elastic_dicts():
+    """The first 50 records of the elastic data as pymatgen Structure dicts."""
+    with gzip.open(data_dir() / "mp_elastic_binary.pymatgen.json.gz", "rt") as fh:
+        return json.load(fh)[:50]
