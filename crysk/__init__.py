@@ -2,12 +2,14 @@
 
 __version__ = "0.1.0"
 
+from .estimators import CGCNNRegressor
 from .featurizer import CrystalGraphFeaturizer
 from .graphs import CrystalGraphs, concatenate
 from .structures import CrystalInputError, as_structure
 
 __all__ = [
     "__version__",
+    "CGCNNRegressor",
     "CrystalGraphFeaturizer",
     "CrystalGraphs",
     "CrystalInputError",

@@ -59,8 +59,10 @@ def eform_structures(eform_sample):
 
 @pytest.fixture(scope="session")
 def eform_records():
-    """The first 600 records of mp_eform.jsonl.gz (CIF text)."""
-    return _read_jsonl("mp_eform.jsonl.gz", 600)
+    """600 random records of mp_eform.jsonl.gz (CIF text); the file is sorted by id."""
+    records = _read_jsonl("mp_eform.jsonl.gz", 10**6)
+    picked = np.random.default_rng(1).permutation(len(records))[:600]
+    return [records[i] for i in picked]
 
 
 @pytest.fixture(scope="session")

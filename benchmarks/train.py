@@ -1,0 +1,65 @@
+"""Steady-state CGCNN training throughput and peak memory.
+
+Trains CGCNNRegressor at the CGCNN defaults (batch 256, atom_fea_len 64,
+n_conv 3, h_fea_len 128) on the first N band gaps of ``mp_gap.jsonl.gz`` and
+prints graphs/s per epoch (training only, validation off) and the peak RSS.
+Run one size per process so peak RSS belongs to that size:
+
+    python benchmarks/train.py --n 2000
+    python benchmarks/train.py --n 10000
+    python benchmarks/train.py --n 10000 --device cuda --epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+from _data import peak_rss_mb, read_jsonl
+
+from crysk import CGCNNRegressor, CrystalGraphFeaturizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--n-jobs", type=int, default=2)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+
+    records = read_jsonl("mp_gap.jsonl.gz", args.n)
+    y = np.array([r["band_gap"] for r in records])
+    t = time.perf_counter()
+    feat = CrystalGraphFeaturizer(n_jobs=args.n_jobs, errors="skip")
+    graphs = feat.transform([r["cif"] for r in records], ids=list(range(len(records))))
+    featurize = time.perf_counter() - t
+    y = y[graphs.ids.astype(int)]  # structures left out (isolated atoms) lose their targets too
+    del records
+    model = CGCNNRegressor(
+        max_epochs=args.epochs,
+        validation_fraction=None,
+        batch_size=args.batch_size,
+        device=args.device,
+        random_state=0,
+    )
+    model.fit(graphs, y)
+    durations = [row["dur"] for row in model.history]
+    rates = [len(graphs) / d for d in durations]
+    steady = float(np.mean(rates[1:])) if len(rates) > 1 else rates[0]
+    print(f"device: {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else f'{torch.get_num_threads()} CPU threads'})")
+    print(f"crystals: {len(graphs)} ({len(feat.skipped_)} left out), featurized in {featurize:.1f} s")
+    print("graphs/s per epoch: " + ", ".join(f"{r:,.0f}" for r in rates))
+    print(f"steady state (epochs 2+): {steady:,.0f} graphs/s")
+    print(f"peak RSS: {peak_rss_mb():,.0f} MB")
+    if args.device.startswith("cuda"):
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

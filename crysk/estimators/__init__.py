@@ -1,0 +1,6 @@
+"""scikit-learn estimators (skorch) of crysk."""
+
+from .base import CrystalNetRegressor
+from .cgcnn import CGCNNRegressor
+
+__all__ = ["CrystalNetRegressor", "CGCNNRegressor"]

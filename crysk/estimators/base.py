@@ -1,0 +1,365 @@
+"""Shared machinery of the crysk skorch estimators.
+
+Input handling (structures or ``CrystalGraphs``), target checks and scaling,
+repeatable seeding, the validation split with best-epoch selection, the
+resident-on-device batching, and the optimiser set-up live here, so each model
+class only says which torch module to build.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from skorch import NeuralNetRegressor
+from skorch.callbacks import EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
+from sklearn.exceptions import NotFittedError
+
+from .._malloc import tune_malloc
+from ..featurizer import CrystalGraphFeaturizer, check_settings, graph_settings
+from ..graphs import CrystalGraphs
+from ..structures import describe
+from ..targets import make_target_scaler
+from .callbacks import RestoreBestWeights, ValidMAE
+from .data import GraphBatch, GraphBatchIterator, GraphDataset
+
+__all__ = ["CrystalNetRegressor"]
+
+_OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+_LOSSES = {"mse": torch.nn.MSELoss, "l1": torch.nn.L1Loss, "mae": torch.nn.L1Loss}
+
+
+def _check_targets(y: Any, n: int) -> np.ndarray:
+    if y is None:
+        raise ValueError("y is required: this estimator is supervised")
+    y = np.asarray(y, dtype=np.float64) if not hasattr(y, "to_numpy") else y.to_numpy(dtype=np.float64)
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
+        raise ValueError(f"y must be 1-D (one target) or 2-D (several), got shape {y.shape}")
+    if len(y) != n:
+        raise ValueError(f"X has {n} crystals but y has {len(y)} values; they must match one to one")
+    bad = ~np.isfinite(y.reshape(n, -1)).all(axis=1)
+    if bad.any():
+        where = np.flatnonzero(bad)
+        raise ValueError(
+            f"y has NaN or inf for {len(where)} crystals (first at positions {where[:5].tolist()}); "
+            "drop those crystals or fill their targets before fitting"
+        )
+    return y
+
+
+class CrystalNetRegressor(NeuralNetRegressor):
+    """Base class of the crysk graph-network regressors (not used directly).
+
+    Subclasses implement :meth:`_module_kwargs` (and set ``module``). All the
+    scikit-learn behaviour lives here: ``fit(X, y)`` with structures or
+    ``CrystalGraphs``, ``predict`` in original units, ``score`` (R²),
+    cloning, grid search over plain hyperparameter names, pickling.
+    """
+
+    def __init__(
+        self,
+        module=None,
+        *,
+        radius: float = 8.0,
+        max_num_nbr: int = 12,
+        lr: float = 0.01,
+        optimizer: Any = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        lr_milestones: Any = (100,),
+        gamma: float = 0.1,
+        batch_size: int = 256,
+        max_epochs: int = 100,
+        validation_fraction: float | None = 0.2,
+        loss: str = "mse",
+        target_scaler: Any = "standard",
+        n_jobs: int | None = None,
+        device: str = "cpu",
+        random_state: int | None = None,
+        verbose: int = 0,
+        **kwargs,
+    ):
+        kwargs.setdefault("criterion", torch.nn.MSELoss)
+        kwargs.setdefault("train_split", None)
+        kwargs.setdefault("iterator_train", GraphBatchIterator)
+        kwargs.setdefault("iterator_valid", GraphBatchIterator)
+        kwargs.setdefault("dataset", GraphDataset)
+        super().__init__(
+            module,
+            lr=lr,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            device=device,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.radius = radius
+        self.max_num_nbr = max_num_nbr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.lr_milestones = lr_milestones
+        self.gamma = gamma
+        self.validation_fraction = validation_fraction
+        self.loss = loss
+        self.target_scaler = target_scaler
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ params
+    def _module_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _check_params(self) -> None:
+        def positive_int(name):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+        for name in ("batch_size", "max_epochs", "max_num_nbr"):
+            positive_int(name)
+        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.radius, numbers.Real) and self.radius > 0):
+            raise ValueError(f"radius must be a positive number of Å, got {self.radius!r}")
+        vf = self.validation_fraction
+        if vf is not None and not (isinstance(vf, numbers.Real) and 0 <= vf < 1):
+            raise ValueError(f"validation_fraction must be in [0, 1) or None, got {vf!r}")
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {self.loss!r}")
+        if isinstance(self.optimizer, str) and self.optimizer.lower() not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer class")
+        make_target_scaler(self.target_scaler)
+
+    @property
+    def graph_settings(self) -> dict[str, Any]:
+        """The featurizer settings this model needs (see :func:`crysk.featurizer.graph_settings`)."""
+        return graph_settings(self.radius, self.max_num_nbr)
+
+    # ------------------------------------------------------------------ inputs
+    def _as_graphs(self, X: Any) -> CrystalGraphs:
+        if isinstance(X, CrystalGraphs):
+            check_settings(X, self.graph_settings, type(self).__name__)
+            return X
+        return CrystalGraphFeaturizer(self.radius, self.max_num_nbr, n_jobs=self.n_jobs).transform(X)
+
+    def _seeds(self) -> np.ndarray:
+        return np.random.SeedSequence(self.random_state).generate_state(3)
+
+    # ------------------------------------------------------------------ skorch hooks
+    @property
+    def _default_callbacks(self):
+        milestones = [] if self.lr_milestones is None else list(self.lr_milestones)
+        return [
+            ("epoch_timer", EpochTimer()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            ("valid_mae", ValidMAE()),
+            (
+                "lr_scheduler",
+                LRScheduler(policy="MultiStepLR", milestones=milestones, gamma=self.gamma),
+            ),
+            ("restore_best", RestoreBestWeights()),
+            ("print_log", PrintLog()),
+        ]
+
+    def initialize_module(self):
+        """Build the torch module from the plain hyperparameters (seeded)."""
+        seed = int(self._seeds()[0])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self.module(**self._module_kwargs(), **self.get_params_for("module"))
+        self.module_ = module.to(self.device)
+        return self
+
+    def initialize_criterion(self):
+        """The loss named by ``loss``."""
+        self.criterion_ = _LOSSES[self.loss]().to(self.device)
+        return self
+
+    def initialize_optimizer(self, triggered_directly=None):
+        """Optimiser over the trainable parameters, with ``momentum``/``weight_decay``."""
+        opt = self.optimizer
+        if isinstance(opt, str):
+            opt = _OPTIMIZERS[opt.lower()]
+        params = [(n, p) for n, p in self.get_all_learnable_params() if p.requires_grad]
+        args, kwargs = self.get_params_for_optimizer("optimizer", params)
+        kwargs.setdefault("weight_decay", self.weight_decay)
+        if opt is torch.optim.SGD:
+            kwargs.setdefault("momentum", self.momentum)
+        self.optimizer_ = opt(*args, **kwargs)
+        return self
+
+    def get_dataset(self, X, y=None):
+        """Wrap graphs (already featurized) into a device-resident dataset."""
+        if isinstance(X, GraphDataset):
+            return X
+        return GraphDataset.from_graphs(X, y, self.device)
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        """Split off the validation crystals (``validation_fraction``) with the seeded RNG."""
+        dataset = self.get_dataset(X, y)
+        valid = getattr(self, "fit_validation_", None)
+        if valid is not None:
+            return dataset, self.get_dataset(*valid)
+        vf = self.validation_fraction
+        n = len(dataset)
+        n_valid = int(round(n * vf)) if vf else 0
+        if n_valid == 0:
+            return dataset, None
+        if n - n_valid < 1:
+            raise ValueError(f"validation_fraction={vf} leaves no training crystals out of {n}")
+        order = np.random.default_rng(int(self._seeds()[1])).permutation(n)
+        return dataset.subset(np.sort(order[n_valid:])), dataset.subset(np.sort(order[:n_valid]))
+
+    def get_iterator(self, dataset, training=False):
+        """Batches gathered on the device; training batches are shuffled with the seeded RNG."""
+        batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
+        if training:
+            return GraphBatchIterator(dataset, batch_size, shuffle=True, generator=self.shuffle_rng_)
+        return GraphBatchIterator(dataset, batch_size, shuffle=False)
+
+    def infer(self, x, **fit_params):
+        """Run the module on a :class:`GraphBatch`."""
+        if isinstance(x, GraphBatch):
+            return self.module_(**x.tensors)
+        return super().infer(x, **fit_params)
+
+    def check_data(self, X, y):  # the checks happen in fit, before featurizing
+        pass
+
+    # ------------------------------------------------------------------ public API
+    def fit(self, X: Any, y: Any, **fit_params) -> "CrystalNetRegressor":
+        """Featurize (if needed), scale the targets and train.
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+            Anything :class:`~crysk.CrystalGraphFeaturizer` accepts; graphs
+            must have been made with this model's ``radius``/``max_num_nbr``.
+        y : array-like of shape (n_crystals,) or (n_crystals, n_targets)
+            Targets; a 2-D ``y`` trains one multi-output head.
+        **fit_params
+            ``X_valid`` and ``y_valid`` give an explicit validation set
+            instead of splitting ``validation_fraction`` off ``X``.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X_valid = fit_params.pop("X_valid", None)
+        y_valid = fit_params.pop("y_valid", None)
+        if fit_params:
+            raise TypeError(f"unexpected fit parameters: {sorted(fit_params)}")
+        graphs = self._as_graphs(X)
+        y = _check_targets(y, len(graphs))
+        self.y_ndim_ = y.ndim
+        y2 = y.reshape(len(y), -1)
+        self.n_outputs_ = y2.shape[1]
+        self.target_scaler_ = make_target_scaler(self.target_scaler).fit(y2)
+        y_scaled = self.target_scaler_.transform(y2)
+        self.fit_validation_ = None
+        if X_valid is not None:
+            g_valid = self._as_graphs(X_valid)
+            yv = _check_targets(y_valid, len(g_valid)).reshape(len(g_valid), -1)
+            if yv.shape[1] != self.n_outputs_:
+                raise ValueError(f"y_valid has {yv.shape[1]} targets, y has {self.n_outputs_}")
+            self.fit_validation_ = (g_valid, self.target_scaler_.transform(yv))
+        self.shuffle_rng_ = np.random.default_rng(int(self._seeds()[2]))
+        self.best_epoch_ = None
+        if str(self.device).startswith("cpu"):
+            tune_malloc()
+        try:
+            self.initialize()
+            # NeuralNet.fit would call our partial_fit, which scales y again
+            super().partial_fit(graphs, y_scaled)
+        finally:
+            self.fit_validation_ = None
+        self.graph_settings_ = self.graph_settings
+        return self
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """Continue training on (X, y), see :meth:`fit` (targets scaled as in the first fit)."""
+        if not getattr(self, "initialized_", False) or not hasattr(self, "target_scaler_"):
+            return self.fit(X, y, **fit_params)
+        if isinstance(X, GraphDataset):
+            return super().partial_fit(X, y, classes, **fit_params)
+        graphs = self._as_graphs(X)
+        y2 = _check_targets(y, len(graphs)).reshape(len(graphs), -1)
+        return super().partial_fit(graphs, self.target_scaler_.transform(y2), classes, **fit_params)
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "initialized_", False) or not hasattr(self, "target_scaler_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
+            )
+
+    def predict_scaled(self, X: Any) -> np.ndarray:
+        """Raw network outputs (scaled targets), shape ``(n_crystals, n_outputs)``.
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        self._check_fitted()
+        graphs = self._as_graphs(X)
+        if len(graphs) == 0:
+            return np.zeros((0, self.n_outputs_))
+        outs = [yp.detach().float().cpu().numpy() for yp in self.forward_iter(graphs, training=False)]
+        return np.concatenate(outs).astype(np.float64)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predict targets in their original units.
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_crystals,) or (n_crystals, n_targets)
+        """
+        scaled = self.predict_scaled(X)
+        out = self.target_scaler_.inverse_transform(scaled)
+        return out.ravel() if self.y_ndim_ == 1 else out
+
+    def predict_proba(self, X):  # noqa: D102 - regression has no probabilities
+        raise AttributeError("predict_proba is not available for a regressor; use predict")
+
+    def score(self, X: Any, y: Any, sample_weight=None) -> float:
+        """R² of the predictions (scikit-learn's regressor score).
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+        y : array-like
+        sample_weight : array-like, optional
+
+        Returns
+        -------
+        float
+        """
+        from sklearn.metrics import r2_score
+
+        return r2_score(y, self.predict(X), sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    def _name(self, index=None, id=None) -> str:
+        return describe(index, id)

@@ -1,0 +1,72 @@
+"""skorch callbacks used by the crysk estimators."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from skorch.callbacks import Callback
+
+__all__ = ["ValidMAE", "RestoreBestWeights"]
+
+
+class ValidMAE(Callback):
+    """Record the validation MAE in the targets' original units.
+
+    The papers pick the best epoch by validation MAE; this works whatever the
+    training loss and target scaler are. Uses the predictions skorch already
+    made for the validation loss, so it costs no extra forward pass.
+    """
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.errors_ = []
+
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if training or y_pred is None:
+            return
+        yb = batch[1]
+        scaler = net.target_scaler_
+        pred = scaler.inverse_transform(y_pred.detach().float().cpu().numpy())
+        true = scaler.inverse_transform(yb.detach().cpu().numpy())
+        self.errors_.append(np.abs(pred - true).reshape(len(pred), -1).mean(axis=1))
+
+    def on_epoch_end(self, net, **kwargs):
+        if not self.errors_:
+            return
+        mae = float(np.concatenate(self.errors_).mean())
+        history = net.history
+        previous = [row["valid_mae"] for row in history[:-1] if "valid_mae" in row]
+        history.record("valid_mae", mae)
+        history.record("valid_mae_best", not previous or mae < min(previous))
+
+
+class RestoreBestWeights(Callback):
+    """Keep the weights of the best validation epoch and restore them at the end.
+
+    Kept in memory (no files), so an interrupted fit (Ctrl-C) also ends with
+    the best weights seen so far.
+
+    Parameters
+    ----------
+    monitor : str, default="valid_mae_best"
+        History key that is True on an epoch whose weights are to be kept.
+    """
+
+    def __init__(self, monitor: str = "valid_mae_best"):
+        self.monitor = monitor
+
+    def on_train_begin(self, net, **kwargs):
+        self.best_state_ = None
+        self.best_epoch_ = None
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        if row.get(self.monitor):
+            self.best_state_ = copy.deepcopy(net.module_.state_dict())
+            self.best_epoch_ = row["epoch"]
+
+    def on_train_end(self, net, **kwargs):
+        if self.best_state_ is not None:
+            net.module_.load_state_dict(self.best_state_)
+            net.best_epoch_ = self.best_epoch_
+        self.best_state_ = None

@@ -1,0 +1,109 @@
+"""Data plumbing between packed graphs and skorch's training loop.
+
+The whole training set lives on the device as one :class:`~crysk.graphs.GraphTensors`;
+a batch is a handful of vectorised gathers on it, with no per-crystal Python
+loop and no DataLoader worker processes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..graphs import CrystalGraphs, GraphTensors
+
+__all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator"]
+
+
+class GraphBatch:
+    """One batch of crystals as a dict of tensors (see ``GraphTensors.batch``).
+
+    A thin wrapper so that skorch counts crystals (``len``) instead of trying
+    to line up tensors of different lengths.
+
+    Parameters
+    ----------
+    tensors : dict of torch.Tensor
+    """
+
+    __slots__ = ("tensors",)
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors["n_atoms"])
+
+
+class GraphDataset(torch.utils.data.Dataset):
+    """Crystals (as device tensors) and optional targets, restricted to some rows.
+
+    Parameters
+    ----------
+    tensors : GraphTensors
+        All crystals, already on the device.
+    y : torch.Tensor of shape (n_crystals, n_outputs), optional
+        Scaled targets on the same device.
+    indices : numpy.ndarray of int, optional
+        The crystals this dataset covers (default: all).
+    """
+
+    def __init__(self, tensors: GraphTensors, y: torch.Tensor | None = None, indices: np.ndarray | None = None):
+        self.tensors = tensors
+        self.y = y
+        self.indices = np.arange(len(tensors)) if indices is None else np.asarray(indices, dtype=np.int64)
+
+    @classmethod
+    def from_graphs(cls, graphs: CrystalGraphs, y: np.ndarray | None, device) -> "GraphDataset":
+        """Move graphs (and targets) to ``device`` once."""
+        y_t = None if y is None else torch.as_tensor(np.asarray(y, dtype=np.float32), device=device)
+        return cls(graphs.to_tensors(device), y_t)
+
+    def subset(self, indices: np.ndarray) -> "GraphDataset":
+        """The rows ``indices`` (positions within this dataset)."""
+        return GraphDataset(self.tensors, self.y, self.indices[np.asarray(indices, dtype=np.int64)])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.batch(np.atleast_1d(i))
+
+    def batch(self, positions: np.ndarray) -> tuple[GraphBatch, torch.Tensor | None]:
+        """Gather the crystals at ``positions`` (within this dataset) and their targets."""
+        rows = self.indices[positions]
+        xb = GraphBatch(self.tensors.batch(rows))
+        yb = None
+        if self.y is not None:
+            yb = self.y.index_select(0, torch.as_tensor(rows, device=self.y.device))
+        return xb, yb
+
+
+class GraphBatchIterator:
+    """Iterate over a :class:`GraphDataset` in batches, shuffling if asked.
+
+    Used by the estimators as skorch's ``iterator_train``/``iterator_valid``.
+
+    Parameters
+    ----------
+    dataset : GraphDataset
+    batch_size : int
+    shuffle : bool, default=False
+    generator : numpy.random.Generator, optional
+        Source of the shuffling order (for repeatable runs).
+    """
+
+    def __init__(self, dataset: GraphDataset, batch_size: int, shuffle: bool = False, generator=None):
+        self.dataset = dataset
+        self.batch_size = max(1, int(batch_size))
+        self.shuffle = shuffle
+        self.generator = generator if generator is not None else np.random.default_rng()
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = self.generator.permutation(n) if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            yield self.dataset.batch(order[start : start + self.batch_size])

@@ -1,0 +1,125 @@
+"""CGCNN (Xie & Grossman 2018) as used by TL-CGCNN, on packed edge lists."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..elements import cgcnn_feature_table
+from .layers import ConvLayer, GaussianExpansion, mean_pool
+
+__all__ = ["GraphEncoder", "CGCNN"]
+
+
+class GraphEncoder(nn.Module):
+    """Element embedding followed by gated graph convolutions (no pooling).
+
+    Shared by CGCNN, the CrysAE encoder and CrysXPP. Parameter names follow
+    the original CGCNN code (``embedding``, ``convs.<i>.fc_full``,
+    ``convs.<i>.bn1``, ``convs.<i>.bn2``), so original checkpoints map
+    one-to-one.
+
+    Parameters
+    ----------
+    atom_fea_len : int, default=64
+    n_conv : int, default=3
+    radius : float, default=8.0
+        Last Gaussian centre (Å); CGCNN uses the neighbour cut-off.
+    step : float, default=0.2
+        Spacing and width of the Gaussians (Å).
+    embedding_bias : bool, default=True
+        CGCNN's embedding has a bias, CrysAE's has none.
+    """
+
+    def __init__(
+        self,
+        atom_fea_len: int = 64,
+        n_conv: int = 3,
+        radius: float = 8.0,
+        step: float = 0.2,
+        embedding_bias: bool = True,
+    ):
+        super().__init__()
+        table = torch.as_tensor(cgcnn_feature_table().copy())
+        # not in the state dict: checkpoints record the table's fingerprint instead
+        self.register_buffer("element_table", table, persistent=False)
+        self.gaussian = GaussianExpansion(0.0, radius, step)
+        self.embedding = nn.Linear(table.shape[1], atom_fea_len, bias=embedding_bias)
+        self.convs = nn.ModuleList([ConvLayer(atom_fea_len, self.gaussian.n_features) for _ in range(n_conv)])
+
+    def atom_features(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """The 92-dimensional element features of each atom."""
+        return self.element_table.index_select(0, atomic_numbers)
+
+    def encode(
+        self,
+        atom_features: torch.Tensor,
+        edge_src: torch.Tensor,
+        edge_dst: torch.Tensor,
+        distances: torch.Tensor,
+    ) -> torch.Tensor:
+        """Atom embeddings after the convolutions, ``(n_atoms, atom_fea_len)``."""
+        h = self.embedding(atom_features)
+        edge_fea = self.gaussian(distances)
+        for conv in self.convs:
+            h = conv(h, edge_fea, edge_src, edge_dst)
+        return h
+
+
+class CGCNN(GraphEncoder):
+    """Crystal graph convolutional network for crystal-level regression.
+
+    Embedding, ``n_conv`` gated convolutions, mean pooling, then
+    ``softplus -> conv_to_fc -> softplus`` (and ``n_h - 1`` more hidden
+    layers ``fcs.<i>``) and a linear output ``fc_out``, as in the original
+    code.
+
+    Parameters
+    ----------
+    atom_fea_len : int, default=64
+    n_conv : int, default=3
+    h_fea_len : int, default=128
+    n_h : int, default=1
+    n_out : int, default=1
+    radius : float, default=8.0
+    step : float, default=0.2
+    embedding_bias : bool, default=True
+    """
+
+    def __init__(
+        self,
+        atom_fea_len: int = 64,
+        n_conv: int = 3,
+        h_fea_len: int = 128,
+        n_h: int = 1,
+        n_out: int = 1,
+        radius: float = 8.0,
+        step: float = 0.2,
+        embedding_bias: bool = True,
+    ):
+        super().__init__(atom_fea_len, n_conv, radius, step, embedding_bias)
+        self.conv_to_fc = nn.Linear(atom_fea_len, h_fea_len)
+        if n_h > 1:
+            self.fcs = nn.ModuleList([nn.Linear(h_fea_len, h_fea_len) for _ in range(n_h - 1)])
+        self.fc_out = nn.Linear(h_fea_len, n_out)
+
+    def head(self, crystal_fea: torch.Tensor) -> torch.Tensor:
+        """Map pooled crystal features to the outputs."""
+        h = F.softplus(self.conv_to_fc(F.softplus(crystal_fea)))
+        for fc in getattr(self, "fcs", ()):
+            h = F.softplus(fc(h))
+        return self.fc_out(h)
+
+    def forward(
+        self,
+        atomic_numbers: torch.Tensor,
+        edge_src: torch.Tensor,
+        edge_dst: torch.Tensor,
+        distances: torch.Tensor,
+        crystal_index: torch.Tensor,
+        n_atoms: torch.Tensor,
+    ) -> torch.Tensor:
+        """Predict ``(n_crystals, n_out)`` outputs for a batch (see ``GraphTensors.batch``)."""
+        h = self.encode(self.atom_features(atomic_numbers), edge_src, edge_dst, distances)
+        return self.head(mean_pool(h, crystal_index, n_atoms))
