@@ -9,6 +9,7 @@ class only says which torch module to build.
 from __future__ import annotations
 
 import numbers
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,10 +23,20 @@ from ..featurizer import CrystalGraphFeaturizer, check_settings, graph_settings
 from ..graphs import CrystalGraphs
 from ..structures import describe
 from ..targets import make_target_scaler
+from ..transfer import (
+    CGCNN_DEFAULT_SETTINGS as CGCNN_SETTINGS,
+    CheckpointError,
+    read_weights,
+    resolve_freeze,
+    save_checkpoint,
+    scaler_from_state,
+    scaler_state,
+    transfer_weights,
+)
 from .callbacks import RestoreBestWeights, ValidMAE
 from .data import GraphBatch, GraphBatchIterator, GraphDataset
 
-__all__ = ["CrystalNetRegressor"]
+__all__ = ["CrystalNetRegressor", "register_estimator", "estimator_from_checkpoint"]
 
 _OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -43,6 +54,8 @@ def _check_targets(y: Any, n: int) -> np.ndarray:
         raise ValueError(f"y must be 1-D (one target) or 2-D (several), got shape {y.shape}")
     if len(y) != n:
         raise ValueError(f"X has {n} crystals but y has {len(y)} values; they must match one to one")
+    if n == 0:
+        raise ValueError("got no crystals to fit")
     bad = ~np.isfinite(y.reshape(n, -1)).all(axis=1)
     if bad.any():
         where = np.flatnonzero(bad)
@@ -79,6 +92,10 @@ class CrystalNetRegressor(NeuralNetRegressor):
         validation_fraction: float | None = 0.2,
         loss: str = "mse",
         target_scaler: Any = "standard",
+        warm_start_from: Any = None,
+        freeze: Any = None,
+        warm_start_strict: bool = False,
+        lr_transferred: float | None = None,
         n_jobs: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
@@ -109,6 +126,10 @@ class CrystalNetRegressor(NeuralNetRegressor):
         self.validation_fraction = validation_fraction
         self.loss = loss
         self.target_scaler = target_scaler
+        self.warm_start_from = warm_start_from
+        self.freeze = freeze
+        self.warm_start_strict = warm_start_strict
+        self.lr_transferred = lr_transferred
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -170,11 +191,29 @@ class CrystalNetRegressor(NeuralNetRegressor):
         ]
 
     def initialize_module(self):
-        """Build the torch module from the plain hyperparameters (seeded)."""
+        """Build the torch module (seeded), warm-start it and freeze what ``freeze`` names."""
         seed = int(self._seeds()[0])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self.module(**self._module_kwargs(), **self.get_params_for("module"))
+        self.transfer_report_ = None
+        if self.warm_start_from is not None:
+            source = read_weights(self.warm_start_from)
+            self.transfer_report_ = transfer_weights(
+                module, source, strict=self.warm_start_strict, expected_settings=self.graph_settings
+            )
+        self.frozen_parameters_ = resolve_freeze(module, self.freeze)
+        frozen = set(self.frozen_parameters_)
+        for name, param in module.named_parameters():
+            param.requires_grad_(name not in frozen)
+        # a batch-norm layer whose affine parameters are all frozen keeps its statistics too
+        module.frozen_norms = tuple(
+            name
+            for name, sub in module.named_modules()
+            if isinstance(sub, torch.nn.modules.batchnorm._BatchNorm)
+            and all(f"{name}.{p}" in frozen for p, _ in sub.named_parameters())
+            and any(True for _ in sub.parameters())
+        )
         self.module_ = module.to(self.device)
         return self
 
@@ -189,7 +228,16 @@ class CrystalNetRegressor(NeuralNetRegressor):
         if isinstance(opt, str):
             opt = _OPTIMIZERS[opt.lower()]
         params = [(n, p) for n, p in self.get_all_learnable_params() if p.requires_grad]
+        if not params:
+            raise ValueError(f"freeze={self.freeze!r} leaves no parameter to train")
         args, kwargs = self.get_params_for_optimizer("optimizer", params)
+        report = getattr(self, "transfer_report_", None)
+        if self.lr_transferred is not None and report is not None:
+            # two groups: transferred tensors at lr_transferred, new ones at lr
+            loaded = set(report.loaded)
+            old = [p for n, p in params if n in loaded]
+            new = [p for n, p in params if n not in loaded]
+            args = ([g for g in ({"params": old, "lr": self.lr_transferred}, {"params": new}) if g["params"]],)
         kwargs.setdefault("weight_decay", self.weight_decay)
         if opt is torch.optim.SGD:
             kwargs.setdefault("momentum", self.momentum)
@@ -355,6 +403,60 @@ class CrystalNetRegressor(NeuralNetRegressor):
 
         return r2_score(y, self.predict(X), sample_weight=sample_weight)
 
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, path) -> "Path":
+        """Save weights, hyperparameters, featurizer settings and target scaler.
+
+        The file is written atomically and loads with
+        ``torch.load(weights_only=True)``; use :func:`crysk.load`,
+        ``from_pretrained`` or ``warm_start_from=path`` to use it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        from .. import __version__
+
+        self._check_fitted()
+        payload = {
+            "format": "crysk-checkpoint",
+            "format_version": 1,
+            "crysk_version": __version__,
+            "estimator": type(self).__name__,
+            "params": _plain_params(self),
+            "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
+            "graph_settings": dict(self.graph_settings),
+            "target_scaler": scaler_state(self.target_scaler_),
+            "n_outputs": int(self.n_outputs_),
+            "y_ndim": int(self.y_ndim_),
+            "best_epoch": None if self.best_epoch_ is None else int(self.best_epoch_),
+        }
+        return save_checkpoint(path, payload)
+
+    @classmethod
+    def from_pretrained(cls, path, **params) -> "CrystalNetRegressor":
+        """Load a fitted estimator of this class from a checkpoint.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN one.
+        **params
+            Hyperparameters to change after loading (e.g. ``device``).
+
+        Returns
+        -------
+        estimator
+        """
+        est = estimator_from_checkpoint(read_weights(path), **params)
+        if not isinstance(est, cls):
+            raise CheckpointError(f"{str(path)!r} holds a {type(est).__name__}, not a {cls.__name__}")
+        return est
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
@@ -363,3 +465,106 @@ class CrystalNetRegressor(NeuralNetRegressor):
 
     def _name(self, index=None, id=None) -> str:
         return describe(index, id)
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register_estimator(cls: type) -> type:
+    """Make ``cls`` loadable from checkpoints by its class name."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+def _plain_params(est) -> dict:
+    """The hyperparameters worth storing: plain values only (no classes or objects)."""
+    skip = {"warm_start_from", "freeze", "callbacks", "module", "criterion", "dataset", "iterator_train",
+            "iterator_valid", "train_split", "verbose", "n_jobs"}
+    out = {}
+    for name, value in est.get_params(deep=False).items():
+        if name in skip or name.startswith("_") or "__" in name:
+            continue
+        if isinstance(value, _SIMPLE):
+            out[name] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, _SIMPLE) for v in value):
+            out[name] = list(value)
+    return out
+
+
+def estimator_from_checkpoint(source, **params):
+    """Build a fitted estimator from a :class:`~crysk.transfer.WeightSource` read from a file.
+
+    Parameters
+    ----------
+    source : WeightSource
+    **params
+        Hyperparameters to override.
+
+    Returns
+    -------
+    estimator
+    """
+    ckpt = source.checkpoint or {}
+    if source.kind == "crysk":
+        cls = _REGISTRY.get(ckpt["estimator"])
+        if cls is None:
+            raise CheckpointError(f"unknown estimator {ckpt['estimator']!r} in {source.description}")
+        stored = dict(ckpt["params"])
+        for key in ("lr_milestones",):
+            if key in stored and stored[key] is not None:
+                stored[key] = tuple(stored[key])
+        est = cls(**{**stored, **params})
+        n_outputs, y_ndim = ckpt["n_outputs"], ckpt["y_ndim"]
+        scaler = scaler_from_state(ckpt["target_scaler"], n_outputs)
+        best_epoch = ckpt.get("best_epoch")
+        if est.graph_settings != source.graph_settings:
+            raise CheckpointError(
+                f"{source.description} was made with graph settings {source.graph_settings}, "
+                f"but the estimator would use {est.graph_settings}"
+            )
+    elif source.kind == "cgcnn":
+        from ..featurizer import graph_settings as _settings
+
+        cls = _REGISTRY["CGCNNRegressor"]
+        state = source.state_dict
+        n_conv = len({k.split(".")[1] for k in state if k.startswith("convs.")})
+        fcs = len({k.split(".")[1] for k in state if k.startswith("fcs.")})
+        shape = dict(
+            atom_fea_len=int(state["embedding.weight"].shape[0]),
+            n_conv=n_conv,
+            h_fea_len=int(state["conv_to_fc.weight"].shape[0]),
+            n_h=fcs + 1,
+        )
+        est = cls(**{**shape, **params})
+        if est.graph_settings != _settings(**CGCNN_SETTINGS):
+            raise CheckpointError(f"{source.description} needs radius 8.0 and max_num_nbr 12 (CGCNN's defaults)")
+        n_outputs, y_ndim = int(state["fc_out.weight"].shape[0]), 1
+        norm = ckpt.get("normalizer") or {"mean": 0.0, "std": 1.0}
+        scaler = scaler_from_state(
+            {"kind": "standard", "mean": [float(norm["mean"])] * n_outputs, "scale": [float(norm["std"])] * n_outputs},
+            n_outputs,
+        )
+        best_epoch = ckpt.get("epoch")
+    else:
+        raise CheckpointError(
+            f"{source.description} holds an encoder, not a whole model; use it as warm_start_from= instead"
+        )
+    est.n_outputs_ = n_outputs
+    est.y_ndim_ = y_ndim
+    est.target_scaler_ = scaler
+    est.initialize()
+    missing, unexpected = est.module_.load_state_dict(
+        {k: v for k, v in source.state_dict.items()}, strict=False
+    )
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source.description} does not fit a {type(est).__name__} with its own hyperparameters "
+            f"(missing {missing}, unexpected {unexpected})"
+        )
+    est.best_epoch_ = best_epoch
+    est.graph_settings_ = est.graph_settings
+    return est

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 from skorch.callbacks import Callback
 
-__all__ = ["ValidMAE", "RestoreBestWeights"]
+__all__ = ["ValidMAE", "RestoreBestWeights", "SaveBestCheckpoint"]
 
 
 class ValidMAE(Callback):
@@ -70,3 +70,29 @@ class RestoreBestWeights(Callback):
             net.module_.load_state_dict(self.best_state_)
             net.best_epoch_ = self.best_epoch_
         self.best_state_ = None
+
+
+class SaveBestCheckpoint(Callback):
+    """Write a crysk checkpoint every time the validation MAE improves.
+
+    The file is replaced atomically, so a long run that is interrupted (or
+    killed) leaves the last good checkpoint on disk; load it with
+    :func:`crysk.load` or continue from it with ``warm_start_from=``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    monitor : str, default="valid_mae_best"
+        History key that is True on an improving epoch. Without a validation
+        set, use ``monitor=None`` to save after every epoch.
+    """
+
+    def __init__(self, path, monitor: str | None = "valid_mae_best"):
+        self.path = path
+        self.monitor = monitor
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        if self.monitor is None or row.get(self.monitor):
+            net.best_epoch_ = row["epoch"]
+            net.save_pretrained(self.path)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..nn import CGCNN
-from .base import CrystalNetRegressor
+from .base import CrystalNetRegressor, register_estimator
 
 __all__ = ["CGCNNRegressor"]
 
 
+@register_estimator
 class CGCNNRegressor(CrystalNetRegressor):
     """Crystal graph convolutional neural network regressor (CGCNN / TL-CGCNN).
 
@@ -52,6 +53,24 @@ class CGCNNRegressor(CrystalNetRegressor):
         TL-CGCNN paper describes MAE).
     target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
         How targets are scaled for training; predictions are unscaled.
+    warm_start_from : str, os.PathLike or fitted estimator, optional
+        Start from these weights (transfer learning): a crysk checkpoint
+        (``save_pretrained``), a fitted crysk estimator, an original CGCNN
+        ``.pth.tar`` file or the released CrysAE ``model_pretrain.pth``.
+        Tensors are matched by name and shape; the rest (e.g. a head of
+        another width) starts fresh. Read at every ``fit``; the outcome is in
+        ``transfer_report_``.
+    freeze : str or list of str, optional
+        Parameters kept fixed during training: ``"embedding"``, ``"convs"``,
+        ``"convs[:k]"``, ``"all-but-head"`` (the paper's layer freezing: only
+        ``fc_out`` trains), or parameter-name prefixes/patterns. Batch-norm
+        statistics inside frozen layers are frozen too.
+    warm_start_strict : bool, default=False
+        Raise :class:`~crysk.transfer.CheckpointError` unless every tensor
+        matches.
+    lr_transferred : float, optional
+        Learning rate for the transferred tensors (``lr`` then applies to the
+        freshly initialised ones); by default all use ``lr``.
     n_jobs : int, optional
         Processes for featurizing structures.
     device : str, default="cpu"
@@ -73,6 +92,10 @@ class CGCNNRegressor(CrystalNetRegressor):
     n_outputs_ : int
     best_epoch_ : int or None
         Epoch whose weights were restored (None without validation).
+    transfer_report_ : crysk.transfer.TransferReport or None
+        What ``warm_start_from`` loaded and what started fresh.
+    frozen_parameters_ : list of str
+        Names of the parameters ``freeze`` kept fixed.
     history_ : skorch History
         Per-epoch losses and ``valid_mae``.
 
@@ -105,6 +128,10 @@ class CGCNNRegressor(CrystalNetRegressor):
         validation_fraction: float | None = 0.2,
         loss: str = "mse",
         target_scaler: Any = "standard",
+        warm_start_from: Any = None,
+        freeze: Any = None,
+        warm_start_strict: bool = False,
+        lr_transferred: float | None = None,
         n_jobs: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
@@ -126,6 +153,10 @@ class CGCNNRegressor(CrystalNetRegressor):
             validation_fraction=validation_fraction,
             loss=loss,
             target_scaler=target_scaler,
+            warm_start_from=warm_start_from,
+            freeze=freeze,
+            warm_start_strict=warm_start_strict,
+            lr_transferred=lr_transferred,
             n_jobs=n_jobs,
             device=device,
             random_state=random_state,

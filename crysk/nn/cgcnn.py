@@ -48,6 +48,20 @@ class GraphEncoder(nn.Module):
         self.embedding = nn.Linear(table.shape[1], atom_fea_len, bias=embedding_bias)
         self.convs = nn.ModuleList([ConvLayer(atom_fea_len, self.gaussian.n_features) for _ in range(n_conv)])
 
+    #: BatchNorm submodules kept in eval mode (their statistics frozen), by name
+    frozen_norms: tuple[str, ...] = ()
+
+    def train(self, mode: bool = True) -> "GraphEncoder":
+        """Set train/eval mode, keeping frozen batch-norm layers in eval mode.
+
+        skorch switches the module to train mode at every step; frozen layers
+        must not update their running statistics.
+        """
+        super().train(mode)
+        for name in self.frozen_norms:
+            self.get_submodule(name).eval()
+        return self
+
     def atom_features(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """The 92-dimensional element features of each atom."""
         return self.element_table.index_select(0, atomic_numbers)
@@ -99,6 +113,7 @@ class CGCNN(GraphEncoder):
         embedding_bias: bool = True,
     ):
         super().__init__(atom_fea_len, n_conv, radius, step, embedding_bias)
+        self.output_layer = "fc_out"
         self.conv_to_fc = nn.Linear(atom_fea_len, h_fea_len)
         if n_h > 1:
             self.fcs = nn.ModuleList([nn.Linear(h_fea_len, h_fea_len) for _ in range(n_h - 1)])
