@@ -147,3 +147,51 @@ def test_distance_check_ignores_self_images():
     # a one-atom cell: the atom's own images are 2.5 Å away, which is fine
     s = Structure(Lattice.cubic(2.5), ["Po"], [[0, 0, 0]])
     assert math.isclose(CrystalGraphFeaturizer().transform([s]).distances.min(), 2.5, rel_tol=1e-6)
+
+
+def _canonical(s):
+    order = np.lexsort(np.round(s.frac_coords % 1.0, 4).T[::-1])
+    return [s[i].specie.symbol for i in order], np.round(s.frac_coords[order] % 1.0, 4)
+
+
+def test_gemmi_and_pymatgen_cif_readers_agree(data_path, monkeypatch, eform_sample):
+    import crysk.structures as st
+
+    paths = sorted((data_path / "sample_regression_cgcnn").glob("*.cif")) + list(eform_sample[0][:40])
+    for path in paths:
+        text = path.read_text()
+        monkeypatch.setattr(st, "CIF_PARSER", "gemmi")
+        a = as_structure(text)
+        monkeypatch.setattr(st, "CIF_PARSER", "pymatgen")
+        b = as_structure(text)
+        assert len(a) == len(b), path.name
+        np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix, atol=1e-5)
+        sa, fa = _canonical(a)
+        sb, fb = _canonical(b)
+        assert sa == sb, path.name
+        # pymatgen snaps coordinates within 1e-4 of 1/3 and 2/3
+        d = np.abs(fa - fb)
+        assert np.minimum(d, 1 - d).max() < 2e-4, path.name
+
+
+def test_partially_occupied_cif_falls_back_to_pymatgen_and_names_the_site():
+    cif = """data_x
+_cell_length_a 4.0
+_cell_length_b 4.0
+_cell_length_c 4.0
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+_symmetry_space_group_name_H-M 'P 1'
+loop_
+ _atom_site_type_symbol
+ _atom_site_label
+ _atom_site_fract_x
+ _atom_site_fract_y
+ _atom_site_fract_z
+ _atom_site_occupancy
+ Na Na1 0 0 0 1
+ Cl Cl1 0.5 0.5 0.5 0.5
+"""
+    with pytest.raises(CrystalInputError, match="site 1 has partial occupancy"):
+        as_structure(cif, index=4)

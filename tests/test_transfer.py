@@ -273,3 +273,13 @@ def test_pickled_warm_started_model(source, data):
     model = CGCNNRegressor(**{**BASE, "warm_start_from": source, "freeze": "all-but-head"}).fit(g[:40], y[:40])
     back = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(back.predict(g[40:50]), model.predict(g[40:50]))
+
+
+def test_freezing_untransferred_tensors_warns(source, data):
+    g, y = data
+    with pytest.warns(UserWarning, match="stay random"):
+        CGCNNRegressor(**{**BASE, "h_fea_len": 16, "warm_start_from": source, "freeze": "all-but-head"}).fit(
+            g[:20], y[:20]
+        )
+    with pytest.warns(UserWarning, match="stay random"):
+        CGCNNRegressor(**{**BASE, "freeze": "convs"}).fit(g[:20], y[:20])

@@ -204,6 +204,16 @@ class CrystalNetRegressor(NeuralNetRegressor):
             )
         self.frozen_parameters_ = resolve_freeze(module, self.freeze)
         frozen = set(self.frozen_parameters_)
+        fresh = sorted(frozen & set(self.transfer_report_.initialized if self.transfer_report_ else frozen))
+        if fresh and self.freeze is not None:
+            import warnings
+
+            warnings.warn(
+                f"freeze={self.freeze!r} keeps {len(fresh)} freshly initialised (not transferred) tensors fixed, "
+                f"e.g. {fresh[:3]}: they will stay random. Check warm_start_from and the layer widths",
+                UserWarning,
+                stacklevel=2,
+            )
         for name, param in module.named_parameters():
             param.requires_grad_(name not in frozen)
         # a batch-norm layer whose affine parameters are all frozen keeps its statistics too
