@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["GaussianExpansion", "ConvLayer", "gate", "mean_pool", "n_gaussians"]
+__all__ = ["GaussianExpansion", "ConvLayer", "gate", "batch_norm_gate", "mean_pool", "n_gaussians"]
 
 
 class _Gate(torch.autograd.Function):
@@ -27,20 +27,75 @@ class _Gate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        f, c = x.chunk(2, dim=1)
-        s = torch.sigmoid(f)
-        grad_x = torch.empty_like(x)
-        gf, gc = grad_x.chunk(2, dim=1)
-        # d/df = grad * softplus(c) * s * (1 - s);  d/dc = grad * s * sigmoid(c)
-        torch.mul(grad, s, out=gc)
-        torch.mul(F.softplus(c), (1.0 - s).mul_(s), out=gf).mul_(grad)
-        gc.mul_(torch.sigmoid(c))
-        return grad_x
+        return _gate_backward(x, grad)
+
+
+def _gate_backward(g: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    f, c = g.chunk(2, dim=1)
+    s = torch.sigmoid(f)
+    grad_g = torch.empty_like(g)
+    gf, gc = grad_g.chunk(2, dim=1)
+    # d/df = grad * softplus(c) * s * (1 - s);  d/dc = grad * s * sigmoid(c)
+    torch.mul(grad, s, out=gc)
+    torch.mul(F.softplus(c), (1.0 - s).mul_(s), out=gf).mul_(grad)
+    gc.mul_(torch.sigmoid(c))
+    return grad_g
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
     """CGCNN's edge gate: ``sigmoid(x[:, :d]) * softplus(x[:, d:])`` with ``d = x.shape[1] // 2``."""
     return _Gate.apply(x)
+
+
+class _BatchNormGate(torch.autograd.Function):
+    """Training-mode batch norm followed by the gate, keeping only the BN input.
+
+    Autograd would store both the batch-norm input and its output (the gate's
+    input): two per-edge tensors of width ``2 * atom_fea_len`` per layer. The
+    output is one multiply-add away from the input and the batch statistics,
+    so it is recomputed in backward; the batch-norm itself uses torch's own
+    fused kernels in both directions.
+    """
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps):
+        g, mean, invstd = torch.ops.aten.native_batch_norm(
+            z, weight, bias, running_mean, running_var, True, momentum, eps
+        )
+        ctx.save_for_backward(z, weight, bias, running_mean, running_var, mean, invstd)
+        ctx.eps = eps
+        f, c = g.chunk(2, dim=1)
+        return torch.sigmoid(f).mul_(F.softplus(c))
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, weight, bias, running_mean, running_var, mean, invstd = ctx.saved_tensors
+        scale = invstd * weight
+        g = torch.addcmul(bias - mean * scale, z, scale)
+        grad_g = _gate_backward(g, grad)
+        del g
+        grad_z, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+            grad_g, z, weight, running_mean, running_var, mean, invstd, True, ctx.eps, [True, True, True]
+        )
+        return grad_z, grad_w, grad_b, None, None, None, None
+
+
+def batch_norm_gate(z: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
+    """``gate(bn(z))``, storing less for backward when ``bn`` trains.
+
+    Parameters
+    ----------
+    z : torch.Tensor of shape (n_edges, 2 * d)
+    bn : torch.nn.BatchNorm1d
+
+    Returns
+    -------
+    torch.Tensor of shape (n_edges, d)
+    """
+    if bn.training and torch.is_grad_enabled() and bn.affine and bn.track_running_stats and bn.momentum is not None:
+        bn.num_batches_tracked.add_(1)
+        return _BatchNormGate.apply(z, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps)
+    return gate(bn(z))
 
 
 def n_gaussians(dmax: float, step: float = 0.2, dmin: float = 0.0) -> int:
@@ -121,7 +176,7 @@ class ConvLayer(nn.Module):
         # accumulate in place: each per-edge temporary costs a full pass over memory
         gated = centre.index_select(0, edge_src).addmm_(edge_fea, w[:, 2 * f :].t())
         gated = gated.add_(pair[:, 2 * f :].index_select(0, edge_dst))
-        messages = gate(self.bn1(gated))
+        messages = batch_norm_gate(gated, self.bn1)
         summed = torch.zeros_like(atom_fea).index_add_(0, edge_src, messages)
         return F.softplus(atom_fea + self.bn2(summed))
 

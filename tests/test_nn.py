@@ -1,0 +1,59 @@
+import copy
+
+import torch
+from torch.nn import functional as F
+
+from crysk.nn import CGCNN
+from crysk.nn.layers import ConvLayer, GaussianExpansion, batch_norm_gate, gate
+
+
+def reference_conv(conv, h, e, src, dst):
+    """The original CGCNN formulation: concatenate, one linear map, BN, gate, sum, BN."""
+    z = conv.bn1(conv.fc_full(torch.cat([h[src], h[dst], e], dim=1)))
+    f, c = z.chunk(2, dim=1)
+    summed = torch.zeros_like(h).index_add_(0, src, torch.sigmoid(f) * F.softplus(c))
+    return F.softplus(h + conv.bn2(summed))
+
+
+def test_conv_layer_matches_the_concatenated_formulation():
+    torch.manual_seed(0)
+    conv = ConvLayer(8, 5).double()
+    twin = copy.deepcopy(conv)
+    n = 30
+    src = torch.arange(n).repeat_interleave(4)
+    dst = torch.randint(0, n, (4 * n,))
+    h = torch.randn(n, 8, dtype=torch.float64, requires_grad=True)
+    h2 = h.detach().clone().requires_grad_(True)
+    e = torch.rand(4 * n, 5, dtype=torch.float64)
+    out, ref = conv(h, e, src, dst), reference_conv(twin, h2, e, src, dst)
+    torch.testing.assert_close(out, ref)
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(h.grad, h2.grad)
+    for (name, p), (_, q) in zip(conv.named_parameters(), twin.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    for (name, b), (_, c) in zip(conv.named_buffers(), twin.named_buffers()):
+        torch.testing.assert_close(b, c, msg=name)
+
+
+def test_gates_have_correct_gradients():
+    x = torch.randn(12, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gate, (x,))
+    bn = torch.nn.BatchNorm1d(6).double()
+    assert torch.autograd.gradcheck(lambda v: batch_norm_gate(v, copy.deepcopy(bn)), (x,))
+
+
+def test_gaussian_expansion_defaults():
+    g = GaussianExpansion(0.0, 8.0, 0.2)
+    assert g.n_features == 41
+    out = g(torch.tensor([0.0, 8.0]))
+    assert torch.allclose(out[0, 0], torch.tensor(1.0)) and torch.allclose(out[1, -1], torch.tensor(1.0))
+
+
+def test_cgcnn_parameter_names_follow_the_original():
+    names = set(CGCNN(n_conv=2, n_h=2).state_dict())
+    for expected in ["embedding.weight", "embedding.bias", "convs.1.fc_full.weight", "convs.0.bn1.running_var",
+                     "convs.1.bn2.weight", "conv_to_fc.weight", "fcs.0.weight", "fc_out.bias"]:
+        assert expected in names
+    assert not any("element_table" in n or "centers" in n for n in names)
