@@ -46,6 +46,22 @@ def graph_settings(radius: float, max_num_nbr: int) -> dict[str, Any]:
     return {"radius": float(radius), "max_num_nbr": int(max_num_nbr), "element_table": element_table_id()}
 
 
+def settings_differences(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Describe each setting of ``expected`` that ``actual`` does not share.
+
+    Parameters
+    ----------
+    actual, expected : dict
+        Graph settings (see :func:`graph_settings`).
+
+    Returns
+    -------
+    list of str
+        e.g. ``["radius=6.0 (expected 8.0)"]``; empty when they agree.
+    """
+    return [f"{k}={actual.get(k)!r} (expected {v!r})" for k, v in expected.items() if actual.get(k) != v]
+
+
 def check_settings(graphs: CrystalGraphs, expected: dict[str, Any], what: str = "this model") -> None:
     """Raise if ``graphs`` were made with settings other than ``expected``.
 
@@ -62,11 +78,7 @@ def check_settings(graphs: CrystalGraphs, expected: dict[str, Any], what: str = 
     ValueError
         Naming each setting that differs.
     """
-    diffs = [
-        f"{k}={graphs.settings.get(k)!r} (expected {v!r})"
-        for k, v in expected.items()
-        if graphs.settings.get(k) != v
-    ]
+    diffs = settings_differences(graphs.settings, expected)
     if diffs:
         raise ValueError(
             f"the crystal graphs were made with other settings than {what} uses: {', '.join(diffs)}. "

@@ -353,14 +353,13 @@ def transfer_weights(
         not match (the message lists every difference).
     """
     if expected_settings is not None:
-        diffs = [
-            f"{k}: checkpoint {source.graph_settings.get(k)!r}, model {v!r}"
-            for k, v in expected_settings.items()
-            if source.graph_settings.get(k) != v
-        ]
+        from .featurizer import settings_differences
+
+        diffs = settings_differences(source.graph_settings, expected_settings)
         if diffs:
             raise CheckpointError(
-                f"{source.description} was made with other featurizer settings ({'; '.join(diffs)}): "
+                f"{source.description} was made with other featurizer settings (checkpoint "
+                f"{', '.join(diffs)} for this model): "
                 "its weights expect other graphs. Use the same radius/max_num_nbr as the checkpoint"
             )
     target = module.state_dict()

@@ -119,7 +119,7 @@ def test_featurizer_settings_must_match(source, data, eform_structures, tmp_path
     _, y = data
     path = source.save_pretrained(tmp_path / "s.pt")
     small = CrystalGraphFeaturizer(radius=6.0).transform(eform_structures[0][:10])
-    with pytest.raises(CheckpointError, match="radius: checkpoint 8.0, model 6.0"):
+    with pytest.raises(CheckpointError, match="checkpoint radius=8.0 .expected 6.0"):
         CGCNNRegressor(**{**BASE, "radius": 6.0, "warm_start_from": path}).fit(small, y[:10])
 
 
