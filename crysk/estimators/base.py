@@ -21,7 +21,6 @@ from sklearn.exceptions import NotFittedError
 from .._malloc import tune_malloc
 from ..featurizer import CrystalGraphFeaturizer, check_settings, graph_settings
 from ..graphs import CrystalGraphs
-from ..structures import describe
 from ..targets import make_target_scaler
 from ..transfer import (
     CGCNN_DEFAULT_SETTINGS as CGCNN_SETTINGS,
@@ -472,9 +471,6 @@ class CrystalNetRegressor(NeuralNetRegressor):
         tags.input_tags.two_d_array = False
         tags.non_deterministic = self.random_state is None
         return tags
-
-    def _name(self, index=None, id=None) -> str:
-        return describe(index, id)
 
 
 _REGISTRY: dict[str, type] = {}
