@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from skorch import NeuralNetRegressor
-from skorch.callbacks import EpochScoring, EpochTimer, LRScheduler, PassthroughScoring, PrintLog
+from skorch.callbacks import EpochTimer, LRScheduler, PassthroughScoring, PrintLog
 from sklearn.exceptions import NotFittedError
 
 from .._malloc import tune_malloc
@@ -203,8 +203,9 @@ class CrystalNetRegressor(NeuralNetRegressor):
             )
         self.frozen_parameters_ = resolve_freeze(module, self.freeze)
         frozen = set(self.frozen_parameters_)
-        fresh = sorted(frozen & set(self.transfer_report_.initialized if self.transfer_report_ else frozen))
-        if fresh and self.freeze is not None:
+        transferred = set(self.transfer_report_.loaded) if self.transfer_report_ else set()
+        fresh = [name for name in self.frozen_parameters_ if name not in transferred]
+        if fresh:
             import warnings
 
             warnings.warn(
