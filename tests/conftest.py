@@ -70,3 +70,14 @@ def elastic_dicts():
     """The first 50 records of the elastic data as pymatgen Structure dicts."""
     with gzip.open(data_dir() / "mp_elastic_binary.pymatgen.json.gz", "rt") as fh:
         return json.load(fh)[:50]
+
+
+@pytest.fixture(scope="session")
+def eform_graphs(eform_records):
+    """Crystal graphs (default settings) and formation energies of the 600 ``eform_records``."""
+    from crysk import CrystalGraphFeaturizer
+
+    graphs = CrystalGraphFeaturizer().transform(
+        [r["cif"] for r in eform_records], ids=[r["id"] for r in eform_records]
+    )
+    return graphs, np.array([r["formation_energy_per_atom"] for r in eform_records])

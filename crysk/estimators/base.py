@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from skorch import NeuralNetRegressor
+from skorch import NeuralNet, NeuralNetRegressor
 from skorch.callbacks import EpochTimer, LRScheduler, PassthroughScoring, PrintLog
 from sklearn.exceptions import NotFittedError
 
@@ -35,7 +35,7 @@ from ..transfer import (
 from .callbacks import RestoreBestWeights, ValidMAE
 from .data import GraphBatch, GraphBatchIterator, GraphDataset
 
-__all__ = ["CrystalNetRegressor", "register_estimator", "estimator_from_checkpoint"]
+__all__ = ["CrystalNet", "CrystalNetRegressor", "register_estimator", "estimator_from_checkpoint"]
 
 _OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -65,14 +65,17 @@ def _check_targets(y: Any, n: int) -> np.ndarray:
     return y
 
 
-class CrystalNetRegressor(NeuralNetRegressor):
-    """Base class of the crysk graph-network regressors (not used directly).
+class CrystalNet(NeuralNet):
+    """Machinery shared by every crysk network estimator (not used directly).
 
-    Subclasses implement :meth:`_module_kwargs` (and set ``module``). All the
-    scikit-learn behaviour lives here: ``fit(X, y)`` with structures or
-    ``CrystalGraphs``, ``predict`` in original units, ``score`` (R²),
-    cloning, grid search over plain hyperparameter names, pickling.
+    Input handling (structures or ``CrystalGraphs``), repeatable seeding, the
+    validation split, device-resident batching, warm starts, freezing and
+    the optimiser set-up. :class:`CrystalNetRegressor` adds targets;
+    :class:`~crysk.CrysAE` trains without them.
     """
+
+    #: history key that is True on an epoch whose weights are kept (best validation epoch)
+    _monitor = "valid_loss_best"
 
     def __init__(
         self,
@@ -89,8 +92,6 @@ class CrystalNetRegressor(NeuralNetRegressor):
         batch_size: int = 256,
         max_epochs: int = 100,
         validation_fraction: float | None = 0.2,
-        loss: str = "mse",
-        target_scaler: Any = "standard",
         warm_start_from: Any = None,
         freeze: Any = None,
         warm_start_strict: bool = False,
@@ -123,8 +124,6 @@ class CrystalNetRegressor(NeuralNetRegressor):
         self.lr_milestones = lr_milestones
         self.gamma = gamma
         self.validation_fraction = validation_fraction
-        self.loss = loss
-        self.target_scaler = target_scaler
         self.warm_start_from = warm_start_from
         self.freeze = freeze
         self.warm_start_strict = warm_start_strict
@@ -142,8 +141,11 @@ class CrystalNetRegressor(NeuralNetRegressor):
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
-        for name in ("batch_size", "max_epochs", "max_num_nbr"):
+        for name in ("batch_size", "max_num_nbr"):
             positive_int(name)
+        me = self.max_epochs
+        if not isinstance(me, numbers.Integral) or isinstance(me, bool) or me < 0:
+            raise ValueError(f"max_epochs must be a non-negative integer (0 only initialises), got {me!r}")
         if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.radius, numbers.Real) and self.radius > 0):
@@ -151,11 +153,8 @@ class CrystalNetRegressor(NeuralNetRegressor):
         vf = self.validation_fraction
         if vf is not None and not (isinstance(vf, numbers.Real) and 0 <= vf < 1):
             raise ValueError(f"validation_fraction must be in [0, 1) or None, got {vf!r}")
-        if self.loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {self.loss!r}")
         if isinstance(self.optimizer, str) and self.optimizer.lower() not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer class")
-        make_target_scaler(self.target_scaler)
 
     @property
     def graph_settings(self) -> dict[str, Any]:
@@ -180,14 +179,17 @@ class CrystalNetRegressor(NeuralNetRegressor):
             ("epoch_timer", EpochTimer()),
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
             ("valid_loss", PassthroughScoring(name="valid_loss")),
-            ("valid_mae", ValidMAE()),
+            *self._extra_callbacks(),
             (
                 "lr_scheduler",
                 LRScheduler(policy="MultiStepLR", milestones=milestones, gamma=self.gamma),
             ),
-            ("restore_best", RestoreBestWeights()),
+            ("restore_best", RestoreBestWeights(self._monitor)),
             ("print_log", PrintLog()),
         ]
+
+    def _extra_callbacks(self) -> list:
+        return []
 
     def initialize_module(self):
         """Build the torch module (seeded), warm-start it and freeze what ``freeze`` names."""
@@ -225,11 +227,6 @@ class CrystalNetRegressor(NeuralNetRegressor):
             and any(True for _ in sub.parameters())
         )
         self.module_ = module.to(self.device)
-        return self
-
-    def initialize_criterion(self):
-        """The loss named by ``loss``."""
-        self.criterion_ = _LOSSES[self.loss]().to(self.device)
         return self
 
     def initialize_optimizer(self, triggered_directly=None):
@@ -292,6 +289,125 @@ class CrystalNetRegressor(NeuralNetRegressor):
     def check_data(self, X, y):  # the checks happen in fit, before featurizing
         pass
 
+    def _train(self, graphs: CrystalGraphs, y: np.ndarray | None) -> None:
+        """Initialise and run skorch's training loop on prepared graphs and targets."""
+        # set before training so that checkpoint callbacks can save mid-fit
+        self.graph_settings_ = self.graph_settings
+        if str(self.device).startswith("cpu"):
+            tune_malloc()
+        try:
+            self.initialize()
+            # NeuralNet.fit would call the subclass's partial_fit, which prepares y again
+            NeuralNet.partial_fit(self, graphs, y)
+        finally:
+            self.fit_validation_ = None
+
+    # ------------------------------------------------------------------ fitted state
+    def _check_fitted(self) -> None:
+        if not getattr(self, "initialized_", False) or not hasattr(self, "graph_settings_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
+            )
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, path) -> "Path":
+        """Save weights, hyperparameters, featurizer settings and target scaler.
+
+        The file is written atomically and loads with
+        ``torch.load(weights_only=True)``; use :func:`crysk.load`,
+        ``from_pretrained`` or ``warm_start_from=path`` to use it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        from .. import __version__
+
+        self._check_fitted()
+        payload = {
+            "format": "crysk-checkpoint",
+            "format_version": 1,
+            "crysk_version": __version__,
+            "estimator": type(self).__name__,
+            "params": _plain_params(self),
+            "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
+            "graph_settings": dict(self.graph_settings),
+            "best_epoch": None if self.best_epoch_ is None else int(self.best_epoch_),
+            **self._checkpoint_state(),
+        }
+        return save_checkpoint(path, payload)
+
+    def _checkpoint_state(self) -> dict:
+        """Fitted state besides the weights that a checkpoint must keep."""
+        return {}
+
+    def _restore_checkpoint_state(self, ckpt: dict) -> None:
+        """Set the fitted attributes that :meth:`_checkpoint_state` saved."""
+
+    @classmethod
+    def from_pretrained(cls, path, **params) -> "CrystalNet":
+        """Load a fitted estimator of this class from a checkpoint.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN one.
+        **params
+            Hyperparameters to change after loading (e.g. ``device``).
+
+        Returns
+        -------
+        estimator
+        """
+        est = estimator_from_checkpoint(read_weights(path), **params)
+        if not isinstance(est, cls):
+            raise CheckpointError(f"{str(path)!r} holds a {type(est).__name__}, not a {cls.__name__}")
+        return est
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+
+
+class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
+    """Base class of the crysk graph-network regressors (not used directly).
+
+    Subclasses implement :meth:`_module_kwargs` (and set ``module``). All the
+    scikit-learn regressor behaviour lives here: ``fit(X, y)`` with
+    structures or ``CrystalGraphs``, ``predict`` in original units, ``score``
+    (R²), target scaling, best-epoch selection by validation MAE.
+    """
+
+    _monitor = "valid_mae_best"
+
+    def __init__(self, module=None, *, loss: str = "mse", target_scaler: Any = "standard", **kwargs):
+        super().__init__(module, **kwargs)
+        self.loss = loss
+        self.target_scaler = target_scaler
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {self.loss!r}")
+        make_target_scaler(self.target_scaler)
+
+    def _extra_callbacks(self) -> list:
+        return [("valid_mae", ValidMAE())]
+
+    def initialize_criterion(self):
+        """The loss named by ``loss``."""
+        self.criterion_ = _LOSSES[self.loss]().to(self.device)
+        return self
+
     # ------------------------------------------------------------------ public API
     def fit(self, X: Any, y: Any, **fit_params) -> "CrystalNetRegressor":
         """Featurize (if needed), scale the targets and train.
@@ -332,15 +448,7 @@ class CrystalNetRegressor(NeuralNetRegressor):
             self.fit_validation_ = (g_valid, self.target_scaler_.transform(yv))
         self.shuffle_rng_ = np.random.default_rng(int(self._seeds()[2]))
         self.best_epoch_ = None
-        if str(self.device).startswith("cpu"):
-            tune_malloc()
-        try:
-            self.initialize()
-            # NeuralNet.fit would call our partial_fit, which scales y again
-            super().partial_fit(graphs, y_scaled)
-        finally:
-            self.fit_validation_ = None
-        self.graph_settings_ = self.graph_settings
+        self._train(graphs, y_scaled)
         return self
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
@@ -352,13 +460,6 @@ class CrystalNetRegressor(NeuralNetRegressor):
         graphs = self._as_graphs(X)
         y2 = _check_targets(y, len(graphs)).reshape(len(graphs), -1)
         return super().partial_fit(graphs, self.target_scaler_.transform(y2), classes, **fit_params)
-
-    def _check_fitted(self) -> None:
-        if not getattr(self, "initialized_", False) or not hasattr(self, "target_scaler_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
-                "arguments before using this estimator."
-            )
 
     def predict_scaled(self, X: Any) -> np.ndarray:
         """Raw network outputs (scaled targets), shape ``(n_crystals, n_outputs)``.
@@ -413,65 +514,17 @@ class CrystalNetRegressor(NeuralNetRegressor):
 
         return r2_score(y, self.predict(X), sample_weight=sample_weight)
 
-    # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, path) -> "Path":
-        """Save weights, hyperparameters, featurizer settings and target scaler.
-
-        The file is written atomically and loads with
-        ``torch.load(weights_only=True)``; use :func:`crysk.load`,
-        ``from_pretrained`` or ``warm_start_from=path`` to use it.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-
-        Returns
-        -------
-        pathlib.Path
-        """
-        from .. import __version__
-
-        self._check_fitted()
-        payload = {
-            "format": "crysk-checkpoint",
-            "format_version": 1,
-            "crysk_version": __version__,
-            "estimator": type(self).__name__,
-            "params": _plain_params(self),
-            "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
-            "graph_settings": dict(self.graph_settings),
+    def _checkpoint_state(self) -> dict:
+        return {
             "target_scaler": scaler_state(self.target_scaler_),
             "n_outputs": int(self.n_outputs_),
             "y_ndim": int(self.y_ndim_),
-            "best_epoch": None if self.best_epoch_ is None else int(self.best_epoch_),
         }
-        return save_checkpoint(path, payload)
 
-    @classmethod
-    def from_pretrained(cls, path, **params) -> "CrystalNetRegressor":
-        """Load a fitted estimator of this class from a checkpoint.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN one.
-        **params
-            Hyperparameters to change after loading (e.g. ``device``).
-
-        Returns
-        -------
-        estimator
-        """
-        est = estimator_from_checkpoint(read_weights(path), **params)
-        if not isinstance(est, cls):
-            raise CheckpointError(f"{str(path)!r} holds a {type(est).__name__}, not a {cls.__name__}")
-        return est
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.non_deterministic = self.random_state is None
-        return tags
+    def _restore_checkpoint_state(self, ckpt: dict) -> None:
+        self.n_outputs_ = int(ckpt["n_outputs"])
+        self.y_ndim_ = int(ckpt["y_ndim"])
+        self.target_scaler_ = scaler_from_state(ckpt["target_scaler"], self.n_outputs_)
 
 
 _REGISTRY: dict[str, type] = {}
@@ -524,8 +577,7 @@ def estimator_from_checkpoint(source, **params):
             if key in stored and stored[key] is not None:
                 stored[key] = tuple(stored[key])
         est = cls(**{**stored, **params})
-        n_outputs, y_ndim = ckpt["n_outputs"], ckpt["y_ndim"]
-        scaler = scaler_from_state(ckpt["target_scaler"], n_outputs)
+        est._restore_checkpoint_state(ckpt)
         best_epoch = ckpt.get("best_epoch")
         if est.graph_settings != source.graph_settings:
             raise CheckpointError(
@@ -548,20 +600,15 @@ def estimator_from_checkpoint(source, **params):
         est = cls(**{**shape, **params})
         if est.graph_settings != _settings(**CGCNN_SETTINGS):
             raise CheckpointError(f"{source.description} needs radius 8.0 and max_num_nbr 12 (CGCNN's defaults)")
-        n_outputs, y_ndim = int(state["fc_out.weight"].shape[0]), 1
+        n_outputs = int(state["fc_out.weight"].shape[0])
         norm = ckpt.get("normalizer") or {"mean": 0.0, "std": 1.0}
-        scaler = scaler_from_state(
-            {"kind": "standard", "mean": [float(norm["mean"])] * n_outputs, "scale": [float(norm["std"])] * n_outputs},
-            n_outputs,
-        )
+        scale = {"kind": "standard", "mean": [float(norm["mean"])] * n_outputs, "scale": [float(norm["std"])] * n_outputs}
+        est._restore_checkpoint_state({"n_outputs": n_outputs, "y_ndim": 1, "target_scaler": scale})
         best_epoch = ckpt.get("epoch")
     else:
         raise CheckpointError(
             f"{source.description} holds an encoder, not a whole model; use it as warm_start_from= instead"
         )
-    est.n_outputs_ = n_outputs
-    est.y_ndim_ = y_ndim
-    est.target_scaler_ = scaler
     est.initialize()
     missing, unexpected = est.module_.load_state_dict(
         {k: v for k, v in source.state_dict.items()}, strict=False

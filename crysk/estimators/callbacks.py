@@ -73,7 +73,7 @@ class RestoreBestWeights(Callback):
 
 
 class SaveBestCheckpoint(Callback):
-    """Write a crysk checkpoint every time the validation MAE improves.
+    """Write a crysk checkpoint every time the validation score improves.
 
     The file is replaced atomically, so a long run that is interrupted (or
     killed) leaves the last good checkpoint on disk; load it with
@@ -82,17 +82,20 @@ class SaveBestCheckpoint(Callback):
     Parameters
     ----------
     path : str or os.PathLike
-    monitor : str, default="valid_mae_best"
-        History key that is True on an improving epoch. Without a validation
-        set, use ``monitor=None`` to save after every epoch.
+    monitor : str or None, default="auto"
+        History key that is True on an improving epoch: ``"auto"`` takes the
+        estimator's own (validation MAE for regressors, validation loss for
+        :class:`~crysk.CrysAE`). Without a validation set, use
+        ``monitor=None`` to save after every epoch.
     """
 
-    def __init__(self, path, monitor: str | None = "valid_mae_best"):
+    def __init__(self, path, monitor: str | None = "auto"):
         self.path = path
         self.monitor = monitor
 
     def on_epoch_end(self, net, **kwargs):
         row = net.history[-1]
-        if self.monitor is None or row.get(self.monitor):
+        monitor = net._monitor if self.monitor == "auto" else self.monitor
+        if monitor is None or row.get(monitor):
             net.best_epoch_ = row["epoch"]
             net.save_pretrained(self.path)

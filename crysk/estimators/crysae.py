@@ -1,0 +1,304 @@
+"""CrysAE: unsupervised pretraining of a crystal graph encoder (CrysXPP paper)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import TransformerMixin
+from skorch.callbacks import PassthroughScoring
+
+from ..nn import CrysAENet
+from ..nn.crysae import RECONSTRUCTION_TERMS
+from .base import CrystalNet, register_estimator
+
+__all__ = ["CrysAE"]
+
+_TERMS = ("node", "edge", "count", "length")
+_VALID_SEED = 20220043  # fixed non-edge draws, so validation losses compare across epochs
+
+
+@register_estimator
+class CrysAE(CrystalNet, TransformerMixin):
+    """Crystal graph autoencoder for pretraining on unlabelled structures.
+
+    Fits on structures alone (no targets): a CGCNN-style encoder (bias-free
+    element embedding, ``n_conv`` gated convolutions) learns atom embeddings
+    from which a decoder reconstructs each atom's nine atomic properties,
+    which atom pairs are bonded, how many edges join them and how long those
+    are (eqs. 1-7 of the CrysXPP paper). The trained encoder then
+    warm-starts :class:`~crysk.CrysXPPRegressor` (or
+    :class:`~crysk.CGCNNRegressor`) through ``warm_start_from=``, and
+    :meth:`transform` turns structures into mean-pooled crystal embeddings
+    for any scikit-learn estimator.
+
+    Parameters
+    ----------
+    atom_fea_len : int, default=64
+        Width of the atom embeddings.
+    n_conv : int, default=3
+        Number of gated graph convolutions.
+    pair_fea_len : int, default=6
+        Width of the shared pair embedding ``zᵤᵥ`` (eq. 2).
+    reconstruct : {"all", "global", "local"}, default="all"
+        Which reconstruction terms train the encoder: ``"global"`` = edge
+        existence and edge counts, ``"local"`` = atom properties and bond
+        lengths (the ablation of Table 5), ``"all"`` = both (eq. 7).
+    node_weight, edge_weight, count_weight, length_weight : float, default=1.0
+        Weights of the four terms in the loss.
+    max_pairs : int or None, default=16384
+        Atom pairs per batch used for the pair terms (a random sample when a
+        batch has more; ``None`` uses every pair).
+    radius : float, default=8.0
+    max_num_nbr : int, default=12
+        Neighbours per atom; also ``K``, the most edges a pair can have.
+    lr : float, default=0.03
+    optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="adam"
+    momentum : float, default=0.9
+    weight_decay : float, default=0.0
+    lr_milestones : sequence of int, default=(100,)
+    gamma : float, default=0.1
+    batch_size : int, default=512
+    max_epochs : int, default=200
+    validation_fraction : float or None, default=0.1
+        Held-out share whose total reconstruction loss picks the best epoch.
+    warm_start_from, freeze, warm_start_strict, lr_transferred
+        As for :class:`~crysk.CGCNNRegressor`.
+    n_jobs : int, optional
+    device : str, default="cpu"
+    random_state : int, optional
+    verbose : int, default=0
+    **kwargs
+        Other skorch ``NeuralNet`` arguments.
+
+    Attributes
+    ----------
+    module_ : crysk.nn.CrysAENet
+    history_ : skorch History
+        Per-epoch ``train_loss``/``valid_loss`` and each term as
+        ``train_<term>_loss``/``valid_<term>_loss``.
+    best_epoch_ : int or None
+
+    Examples
+    --------
+    >>> from crysk import CrysAE
+    >>> from crysk.demo import make_demo_data
+    >>> X, _ = make_demo_data(40)
+    >>> ae = CrysAE(max_epochs=1, batch_size=20, random_state=0).fit(X)
+    >>> ae.transform(X[:2]).shape
+    (2, 64)
+    """
+
+    def __init__(
+        self,
+        atom_fea_len: int = 64,
+        n_conv: int = 3,
+        pair_fea_len: int = 6,
+        reconstruct: str = "all",
+        node_weight: float = 1.0,
+        edge_weight: float = 1.0,
+        count_weight: float = 1.0,
+        length_weight: float = 1.0,
+        max_pairs: int | None = 16384,
+        radius: float = 8.0,
+        max_num_nbr: int = 12,
+        lr: float = 0.03,
+        optimizer: Any = "adam",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        lr_milestones: Any = (100,),
+        gamma: float = 0.1,
+        batch_size: int = 512,
+        max_epochs: int = 200,
+        validation_fraction: float | None = 0.1,
+        warm_start_from: Any = None,
+        freeze: Any = None,
+        warm_start_strict: bool = False,
+        lr_transferred: float | None = None,
+        n_jobs: int | None = None,
+        device: str = "cpu",
+        random_state: int | None = None,
+        verbose: int = 0,
+        **kwargs,
+    ):
+        kwargs.setdefault("module", CrysAENet)
+        super().__init__(
+            radius=radius,
+            max_num_nbr=max_num_nbr,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            lr_milestones=lr_milestones,
+            gamma=gamma,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            validation_fraction=validation_fraction,
+            warm_start_from=warm_start_from,
+            freeze=freeze,
+            warm_start_strict=warm_start_strict,
+            lr_transferred=lr_transferred,
+            n_jobs=n_jobs,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.atom_fea_len = atom_fea_len
+        self.n_conv = n_conv
+        self.pair_fea_len = pair_fea_len
+        self.reconstruct = reconstruct
+        self.node_weight = node_weight
+        self.edge_weight = edge_weight
+        self.count_weight = count_weight
+        self.length_weight = length_weight
+        self.max_pairs = max_pairs
+
+    # ------------------------------------------------------------------ configuration
+    def _module_kwargs(self) -> dict[str, Any]:
+        return {
+            "atom_fea_len": self.atom_fea_len,
+            "n_conv": self.n_conv,
+            "max_count": self.max_num_nbr,
+            "pair_fea_len": self.pair_fea_len,
+            "radius": self.radius,
+        }
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.reconstruct not in ("all", *RECONSTRUCTION_TERMS):
+            raise ValueError(f"reconstruct must be 'all', 'global' or 'local', got {self.reconstruct!r}")
+        for term in _TERMS:
+            w = getattr(self, f"{term}_weight")
+            if not (isinstance(w, (int, float)) and w >= 0):
+                raise ValueError(f"{term}_weight must be a non-negative number, got {w!r}")
+        if not self._terms():
+            raise ValueError(f"every reconstruction term selected by reconstruct={self.reconstruct!r} has weight 0")
+        if self.max_pairs is not None and (not isinstance(self.max_pairs, int) or self.max_pairs < 1):
+            raise ValueError(f"max_pairs must be a positive integer or None, got {self.max_pairs!r}")
+
+    def _terms(self) -> tuple[str, ...]:
+        """The reconstruction terms that train (selected and with a non-zero weight)."""
+        chosen = _TERMS if self.reconstruct == "all" else RECONSTRUCTION_TERMS[self.reconstruct]
+        return tuple(t for t in _TERMS if t in chosen and getattr(self, f"{t}_weight") > 0)
+
+    def _extra_callbacks(self) -> list:
+        out = []
+        for term in _TERMS:
+            out.append((f"train_{term}_loss", PassthroughScoring(name=f"train_{term}_loss", on_train=True)))
+            out.append((f"valid_{term}_loss", PassthroughScoring(name=f"valid_{term}_loss")))
+        return out
+
+    # ------------------------------------------------------------------ training
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """Weighted sum of the reconstruction terms for the batch ``X``; each term is logged."""
+        z = y_pred[0]
+        if training:
+            generator = self.sampling_rng_
+        else:
+            generator = torch.Generator().manual_seed(_VALID_SEED)
+        terms = self._terms()
+        losses = self.module_.reconstruction_losses(z, X.tensors, terms, self.max_pairs, generator)
+        prefix = "train" if training else "valid"
+        for name, value in losses.items():
+            self.history.record_batch(f"{prefix}_{name}_loss", float(value.detach()))
+        return sum(getattr(self, f"{name}_weight") * value for name, value in losses.items())
+
+    def fit(self, X: Any, y: Any = None, **fit_params) -> "CrysAE":
+        """Train the autoencoder on structures (no targets needed).
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+        y : ignored
+            Accepted for Pipeline compatibility.
+        **fit_params
+            ``X_valid``: explicit validation structures instead of splitting
+            ``validation_fraction`` off ``X``.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X_valid = fit_params.pop("X_valid", None)
+        if fit_params:
+            raise TypeError(f"unexpected fit parameters: {sorted(fit_params)}")
+        graphs = self._as_graphs(X)
+        if len(graphs) == 0:
+            raise ValueError("got no crystals to fit")
+        self.fit_validation_ = None if X_valid is None else (self._as_graphs(X_valid), None)
+        self.shuffle_rng_ = np.random.default_rng(int(self._seeds()[2]))
+        self.sampling_rng_ = torch.Generator().manual_seed(int(self._seeds()[2]) + 1)
+        self.best_epoch_ = None
+        self._train(graphs, None)
+        return self
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """Continue training on ``X`` (see :meth:`fit`)."""
+        if not getattr(self, "initialized_", False) or not hasattr(self, "sampling_rng_"):
+            return self.fit(X, **fit_params)
+        return super().partial_fit(self._as_graphs(X), None, **fit_params)
+
+    # ------------------------------------------------------------------ using the encoder
+    def _batches(self, X: Any):
+        self._check_fitted()
+        graphs = self._as_graphs(X)
+        dataset = self.get_dataset(graphs)
+        self.module_.eval()
+        with torch.no_grad():
+            for xb, _ in self.get_iterator(dataset, training=False):
+                yield xb, self.module_(**xb.tensors)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Mean-pooled crystal embeddings from the trained encoder.
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_crystals, atom_fea_len)
+        """
+        parts = [pooled.float().cpu().numpy() for _, (_, pooled) in self._batches(X)]
+        if not parts:
+            return np.zeros((0, self.atom_fea_len), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the embedding columns, ``crysae0 ... crysae{atom_fea_len-1}``."""
+        return np.array([f"crysae{i}" for i in range(self.atom_fea_len)], dtype=object)
+
+    def reconstruction_loss(self, X: Any) -> dict[str, float]:
+        """Mean of each reconstruction term on ``X`` (every term, whatever ``reconstruct`` is).
+
+        Non-edges are drawn with a fixed seed, so the numbers are repeatable
+        and comparable between models.
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+
+        Returns
+        -------
+        dict of str to float
+            ``"node"``, ``"edge"``, ``"count"``, ``"length"``, each weighted
+            by crystals per batch.
+        """
+        totals = dict.fromkeys(_TERMS, 0.0)
+        n = 0
+        generator = torch.Generator().manual_seed(_VALID_SEED)
+        for xb, (z, _) in self._batches(X):
+            with torch.no_grad():
+                losses = self.module_.reconstruction_losses(z, xb.tensors, _TERMS, None, generator)
+            for name, value in losses.items():
+                totals[name] += float(value) * len(xb)
+            n += len(xb)
+        return {name: total / max(n, 1) for name, total in totals.items()}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        return tags

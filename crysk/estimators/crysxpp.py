@@ -1,0 +1,254 @@
+"""CrysXPPRegressor: the explainable property predictor of the CrysXPP paper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..elements import ATOMIC_PROPERTIES, cgcnn_feature_table, feature_names
+from ..nn import CrysXPPNet
+from .base import CrystalNetRegressor, register_estimator
+
+__all__ = ["CrysXPPRegressor"]
+
+
+@register_estimator
+class CrysXPPRegressor(CrystalNetRegressor):
+    """Crystal eXplainable Property Predictor (CrysXPP).
+
+    A trainable feature selector weighs each of the 92 element-feature
+    dimensions (the nine atomic properties, one-hot), then a CGCNN-style
+    encoder, mean pooling and an MLP head predict the property (eqs. 8-10 of
+    the CrysXPP paper). The loss is the prediction loss plus
+    ``l1_penalty · |ζ|₁`` on the selector, which makes it sparse: its
+    weights (:attr:`feature_importances_`, :meth:`explain`) say which atomic
+    properties the model uses. Warm-start the encoder from a
+    :class:`~crysk.CrysAE` (fitted, or a checkpoint, or the released
+    ``model_pretrain.pth``) with ``warm_start_from=``.
+
+    Parameters
+    ----------
+    atom_fea_len : int, default=64
+        Width of the atom embeddings (must match a CrysAE to warm-start from).
+    n_conv : int, default=3
+    h_fea_len : int, default=128
+        Width of the hidden layer(s) of the head.
+    n_h : int, default=1
+    feature_selector : bool, default=True
+        ``False`` drops the selector (and its penalty): plain CGCNN-style
+        training with a bias-free embedding.
+    l1_penalty : float, default=0.01
+        ``λ`` of eq. 10; 0 keeps the selector without sparsity (the "without
+        L1" ablation of Table 6).
+    radius : float, default=8.0
+    max_num_nbr : int, default=12
+    lr : float, default=0.03
+    optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
+    momentum : float, default=0.9
+    weight_decay : float, default=0.0
+    lr_milestones : sequence of int, default=(100,)
+    gamma : float, default=0.1
+    batch_size : int, default=512
+    max_epochs : int, default=200
+    validation_fraction : float or None, default=0.1
+    loss : {"mse", "l1"}, default="mse"
+    target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
+    warm_start_from, freeze, warm_start_strict, lr_transferred
+        As for :class:`~crysk.CGCNNRegressor`; the selector is
+        ``"selector"`` for ``freeze``.
+    n_jobs : int, optional
+    device : str, default="cpu"
+    random_state : int, optional
+    verbose : int, default=0
+    **kwargs
+        Other skorch ``NeuralNet`` arguments.
+
+    Attributes
+    ----------
+    module_ : crysk.nn.CrysXPPNet
+    feature_importances_ : pandas.Series
+        Sum of ``|ζ|`` over each atomic property's categories.
+    selector_weights_ : pandas.Series
+        ``ζ`` for each of the 92 feature dimensions.
+    target_scaler_, n_outputs_, best_epoch_, transfer_report_, frozen_parameters_
+        As for :class:`~crysk.CGCNNRegressor`.
+
+    Examples
+    --------
+    >>> from crysk import CrysXPPRegressor
+    >>> from crysk.demo import make_demo_data
+    >>> X, y = make_demo_data(60)
+    >>> model = CrysXPPRegressor(max_epochs=2, batch_size=30, random_state=0).fit(X, y)
+    >>> list(model.feature_importances_.index[:2])
+    ['Group number', 'Period number']
+    """
+
+    def __init__(
+        self,
+        atom_fea_len: int = 64,
+        n_conv: int = 3,
+        h_fea_len: int = 128,
+        n_h: int = 1,
+        feature_selector: bool = True,
+        l1_penalty: float = 0.01,
+        radius: float = 8.0,
+        max_num_nbr: int = 12,
+        lr: float = 0.03,
+        optimizer: Any = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        lr_milestones: Any = (100,),
+        gamma: float = 0.1,
+        batch_size: int = 512,
+        max_epochs: int = 200,
+        validation_fraction: float | None = 0.1,
+        loss: str = "mse",
+        target_scaler: Any = "standard",
+        warm_start_from: Any = None,
+        freeze: Any = None,
+        warm_start_strict: bool = False,
+        lr_transferred: float | None = None,
+        n_jobs: int | None = None,
+        device: str = "cpu",
+        random_state: int | None = None,
+        verbose: int = 0,
+        **kwargs,
+    ):
+        kwargs.setdefault("module", CrysXPPNet)
+        super().__init__(
+            radius=radius,
+            max_num_nbr=max_num_nbr,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            lr_milestones=lr_milestones,
+            gamma=gamma,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            validation_fraction=validation_fraction,
+            loss=loss,
+            target_scaler=target_scaler,
+            warm_start_from=warm_start_from,
+            freeze=freeze,
+            warm_start_strict=warm_start_strict,
+            lr_transferred=lr_transferred,
+            n_jobs=n_jobs,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.atom_fea_len = atom_fea_len
+        self.n_conv = n_conv
+        self.h_fea_len = h_fea_len
+        self.n_h = n_h
+        self.feature_selector = feature_selector
+        self.l1_penalty = l1_penalty
+
+    def _module_kwargs(self) -> dict[str, Any]:
+        return {
+            "atom_fea_len": self.atom_fea_len,
+            "n_conv": self.n_conv,
+            "h_fea_len": self.h_fea_len,
+            "n_h": self.n_h,
+            "n_out": self.n_outputs_,
+            "feature_selector": bool(self.feature_selector),
+            "radius": self.radius,
+        }
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not (isinstance(self.l1_penalty, (int, float)) and self.l1_penalty >= 0):
+            raise ValueError(f"l1_penalty must be a non-negative number, got {self.l1_penalty!r}")
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """Prediction loss, plus ``l1_penalty · |ζ|₁`` while training (eq. 10)."""
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if training and self.feature_selector and self.l1_penalty:
+            loss = loss + self.l1_penalty * self.module_.penalty()
+        return loss
+
+    # ------------------------------------------------------------------ explanations
+    def _selector(self) -> np.ndarray:
+        self._check_fitted()
+        selector = getattr(self.module_, "selector", None)
+        if selector is None:
+            raise AttributeError("this CrysXPPRegressor was fitted with feature_selector=False: it has no selector")
+        return selector.weight.detach().cpu().numpy().astype(np.float64)
+
+    @property
+    def selector_weights_(self) -> pd.Series:
+        """The selector weight ``ζ`` of each of the 92 element-feature dimensions."""
+        return pd.Series(self._selector(), index=feature_names(), name="weight")
+
+    @property
+    def feature_importances_(self) -> pd.Series:
+        """Importance of each atomic property: the sum of ``|ζ|`` over its categories.
+
+        Returns
+        -------
+        pandas.Series
+            Indexed by the property labels of Table 1 of the paper, in table order.
+        """
+        w = np.abs(self._selector())
+        return pd.Series(
+            [w[p.slice].sum() for p in ATOMIC_PROPERTIES],
+            index=[p.label for p in ATOMIC_PROPERTIES],
+            name="importance",
+        )
+
+    def explain(self, X: Any) -> pd.DataFrame:
+        """Selector weight of every atom's category of every atomic property.
+
+        For each atom, each of the nine properties has one active category
+        (its one-hot position); the selector weight of that position is how
+        much the model lets that fact about the atom through (Figs. 4-6 of
+        the paper).
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per atom × property with columns ``structure`` (id or
+            position), ``atom`` (index in the structure), ``element``,
+            ``property``, ``category``, ``feature`` (0-91) and ``weight``.
+            Properties an element has no data for are left out.
+        """
+        from pymatgen.core.periodic_table import Element
+
+        weights = self._selector()
+        graphs = self._as_graphs(X)
+        table = cgcnn_feature_table()
+        ids = graphs.ids if graphs.ids is not None else list(range(len(graphs)))
+        z_all = graphs.atomic_numbers.astype(np.int64)
+        crystal = np.repeat(np.arange(len(graphs)), graphs.n_atoms)
+        atom = np.arange(len(z_all)) - np.repeat(np.cumsum(graphs.n_atoms) - graphs.n_atoms, graphs.n_atoms)
+        frames = []
+        for prop in ATOMIC_PROPERTIES:
+            part = table[z_all, prop.slice]
+            has = part.sum(axis=1) > 0
+            category = part.argmax(axis=1)
+            feature = prop.start + category
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "structure": np.asarray(ids, dtype=object)[crystal[has]],
+                        "atom": atom[has],
+                        "element": [Element.from_Z(int(z)).symbol for z in z_all[has]],
+                        "property": prop.label,
+                        "category": np.asarray(prop.categories, dtype=object)[category[has]],
+                        "feature": feature[has],
+                        "weight": weights[feature[has]],
+                        "_c": crystal[has],
+                        "_p": len(frames),
+                    }
+                )
+            )
+        out = pd.concat(frames, ignore_index=True)
+        return out.sort_values(["_c", "atom", "_p"], kind="stable").drop(columns=["_p", "_c"]).reset_index(drop=True)

@@ -1,0 +1,81 @@
+"""CrysXPP's property predictor (Das et al. 2022, eqs. 8-10): feature selector, encoder, pooling, MLP."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .cgcnn import CGCNN
+
+__all__ = ["FeatureSelector", "CrysXPPNet"]
+
+
+class FeatureSelector(nn.Module):
+    """A trainable weight per element-feature dimension: ``X' = ζ ⊙ X``.
+
+    Initialised to ones, so an untrained selector passes the features
+    unchanged; an L1 penalty on ``weight`` (eq. 10) makes it sparse.
+
+    Parameters
+    ----------
+    n_features : int
+    """
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale each feature dimension by its weight."""
+        return x * self.weight
+
+    def l1(self) -> torch.Tensor:
+        """``|ζ|₁``, the sparsity penalty of eq. 10."""
+        return self.weight.abs().sum()
+
+
+class CrysXPPNet(CGCNN):
+    """Feature selector → CrysAE-style encoder (no embedding bias) → mean pooling → MLP head.
+
+    The encoder's tensor names are those of CrysAE and CGCNN (``embedding``,
+    ``convs.*``), so a CrysAE checkpoint warm-starts it; the selector is
+    ``selector.weight``.
+
+    Parameters
+    ----------
+    atom_fea_len : int, default=64
+    n_conv : int, default=3
+    h_fea_len : int, default=128
+    n_h : int, default=1
+    n_out : int, default=1
+    feature_selector : bool, default=True
+        Without it the model is a CGCNN with a bias-free embedding.
+    radius : float, default=8.0
+    step : float, default=0.2
+    """
+
+    def __init__(
+        self,
+        atom_fea_len: int = 64,
+        n_conv: int = 3,
+        h_fea_len: int = 128,
+        n_h: int = 1,
+        n_out: int = 1,
+        feature_selector: bool = True,
+        radius: float = 8.0,
+        step: float = 0.2,
+    ):
+        super().__init__(atom_fea_len, n_conv, h_fea_len, n_h, n_out, radius, step, embedding_bias=False)
+        if feature_selector:
+            self.selector = FeatureSelector(self.element_table.shape[1])
+
+    def atom_features(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Element features of each atom, weighted by the selector."""
+        x = super().atom_features(atomic_numbers)
+        selector = getattr(self, "selector", None)
+        return x if selector is None else selector(x)
+
+    def penalty(self) -> torch.Tensor:
+        """The selector's ``|ζ|₁`` (zero without a selector)."""
+        selector = getattr(self, "selector", None)
+        return selector.l1() if selector is not None else self.element_table.new_zeros(())
