@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .estimators import CGCNNRegressor
+from .estimators import CGCNNRegressor, CrysAE, CrysXPPRegressor
 from .featurizer import CrystalGraphFeaturizer
 from .graphs import CrystalGraphs, concatenate
 from .structures import CrystalInputError, as_structure
@@ -11,6 +11,8 @@ from .transfer import CheckpointError, load
 __all__ = [
     "__version__",
     "CGCNNRegressor",
+    "CrysAE",
+    "CrysXPPRegressor",
     "CheckpointError",
     "CrystalGraphFeaturizer",
     "CrystalGraphs",
@@ -18,4 +20,33 @@ __all__ = [
     "as_structure",
     "concatenate",
     "load",
+]
+
+from .baselines import ElementDescriptor, SOAPKernelRidge, make_baseline
+from .datasets import Dataset, load_cgcnn_folder, load_matbench, load_table
+from .evaluation import (
+    RepeatedSubsample,
+    compare,
+    equivalent_training_size,
+    learning_curve,
+    markdown_table,
+    paired_ttest,
+    summarize,
+)
+
+__all__ += [
+    "Dataset",
+    "ElementDescriptor",
+    "RepeatedSubsample",
+    "SOAPKernelRidge",
+    "compare",
+    "equivalent_training_size",
+    "learning_curve",
+    "load_cgcnn_folder",
+    "load_matbench",
+    "load_table",
+    "make_baseline",
+    "markdown_table",
+    "paired_ttest",
+    "summarize",
 ]
