@@ -36,6 +36,9 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     std_ : ndarray of shape (n_features,)
     """
 
+    #: inverse_transform caps predictions at this many standard deviations from the mean
+    MAX_SIGMAS = 10.0
+
     def __init__(self, scale: float = 0.01):
         self.scale = scale
 
@@ -87,9 +90,10 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = np.asarray(X, dtype=np.float64)
-        # outputs of a network can leave (0, 1): clip just inside so arctanh stays finite
-        eps = np.finfo(np.float64).eps
-        inner = np.clip(2.0 * X - 1.0, -1.0 + eps, 1.0 - eps)
+        # a network's outputs can leave (0, 1), and with scale=0.01 arctanh turns a small output
+        # error near the edges into thousands of standard deviations: cap at MAX_SIGMAS of them
+        limit = np.tanh(self.scale * self.MAX_SIGMAS)
+        inner = np.clip(2.0 * X - 1.0, -limit, limit)
         return np.arctanh(inner) * self.std_ / self.scale + self.mean_
 
 

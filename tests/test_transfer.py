@@ -241,6 +241,9 @@ def test_tanh_scaler_round_trip_and_estimator():
     expected = 0.5 * (np.tanh(0.01 * (y - y.mean(0)) / y.std(0)) + 1)
     np.testing.assert_allclose(z, expected)
     np.testing.assert_allclose(scaler.inverse_transform(z), y, atol=1e-9)
+    # a network output at (or past) the edge of (0, 1) maps to at most 10 standard deviations
+    far = scaler.inverse_transform(np.array([[1.2, -0.5]]))
+    np.testing.assert_allclose(far, [[y[:, 0].mean() + 10 * y[:, 0].std(), y[:, 1].mean() - 10 * y[:, 1].std()]])
     with pytest.raises(ValueError):
         TanhScaler(scale=0).fit(y)
 
