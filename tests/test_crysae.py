@@ -13,7 +13,7 @@ import crysk
 from crysk import CrysAE
 from crysk.elements import ATOMIC_PROPERTIES
 
-FAST = dict(atom_fea_len=32, n_conv=2, batch_size=40, random_state=0, lr=0.01)
+FAST = dict(atom_fea_len=32, n_conv=2, batch_size=40, random_state=0)
 TERMS = ("node", "edge", "count", "length")
 
 

@@ -44,7 +44,10 @@ class CrysXPPRegressor(CrystalNetRegressor):
         L1" ablation of Table 6).
     radius : float, default=8.0
     max_num_nbr : int, default=12
-    lr : float, default=0.03
+    lr : float, default=0.01
+        The paper's 0.03 (optimizer unstated) trained much worse with SGD
+        here (test MAE 0.87 vs 0.43 eV/atom on 400 formation energies, 15
+        epochs); 0.01 is CGCNN's.
     optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
     momentum : float, default=0.9
     weight_decay : float, default=0.0
@@ -95,7 +98,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
         l1_penalty: float = 0.01,
         radius: float = 8.0,
         max_num_nbr: int = 12,
-        lr: float = 0.03,
+        lr: float = 0.01,
         optimizer: Any = "sgd",
         momentum: float = 0.9,
         weight_decay: float = 0.0,

@@ -12,8 +12,7 @@ embeddings ``z``:
     the nearest neighbours), a softmax over ``1..K`` from the shared pair
     embedding ``zᵤᵥ = zᵤᵀ W_f zᵥ + b_f`` (eqs. 2 and 6);
 (d) the length of each of those edges from ``zᵤᵥ`` and the edge's rank
-    (eq. 3, with a softplus where the paper clips at zero), by mean squared
-    error.
+    (eq. 3), by mean squared error (on the unclipped output).
 
 Loss (eq. 7) is the weighted sum; (b, c) are the "global" terms and (a, d)
 the "local" ones of the paper's ablation (Table 5).
@@ -246,7 +245,7 @@ class CrysAENet(GraphEncoder):
             keep = slot[edge_pair] >= 0
             edge_pair, rank, distances = slot[edge_pair[keep]], rank[keep], distances[keep]
         k = (rank.to(z_pair.dtype) + 1.0).unsqueeze(1) / self.max_count
-        # eq. 3 clips at 0 (a ReLU); softplus keeps lengths positive without a dead zone that
-        # can stop the whole head from learning (it did, with the ReLU, in a few Adam steps)
-        predicted = F.softplus(self.fc_length(torch.cat([z_pair.index_select(0, edge_pair), k], dim=1))).squeeze(1)
+        # eq. 3 clips predictions at 0; the loss uses the unclipped output, because a clip (ReLU, or
+        # a saturating softplus) let the whole head die in a few Adam steps and never recover
+        predicted = self.fc_length(torch.cat([z_pair.index_select(0, edge_pair), k], dim=1)).squeeze(1)
         return F.mse_loss(predicted, distances)
