@@ -23,6 +23,15 @@ from _data import peak_rss_mb, read_jsonl
 from crysk import CGCNNRegressor, CrystalGraphFeaturizer
 
 
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MB (NaN where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024.0
+    except (OSError, StopIteration):
+        return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000)
@@ -41,6 +50,7 @@ def main() -> None:
     featurize = time.perf_counter() - t
     y = y[graphs.ids.astype(int)]  # structures left out (isolated atoms) lose their targets too
     del records
+    before_fit = current_rss_mb()
     model = CGCNNRegressor(
         max_epochs=args.epochs,
         validation_fraction=None,
@@ -56,7 +66,7 @@ def main() -> None:
     print(f"crystals: {len(graphs)} ({len(feat.skipped_)} left out), featurized in {featurize:.1f} s")
     print("graphs/s per epoch: " + ", ".join(f"{r:,.0f}" for r in rates))
     print(f"steady state (epochs 2+): {steady:,.0f} graphs/s")
-    print(f"peak RSS: {peak_rss_mb():,.0f} MB")
+    print(f"peak RSS: {peak_rss_mb():,.0f} MB (RSS before training: {before_fit:,.0f} MB)")
     if args.device.startswith("cuda"):
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB")
 

@@ -329,11 +329,21 @@ def concatenate(parts: Sequence[CrystalGraphs]) -> CrystalGraphs:
     )
 
 
+def _tensor(array: np.ndarray, device: torch.device, dtype=None) -> torch.Tensor:
+    """``array`` as a tensor on ``device``, sharing its memory on the CPU when the dtype allows."""
+    array = array if dtype is None else array.astype(dtype, copy=False)
+    if device.type == "cpu" and array.flags.writeable:
+        return torch.from_numpy(array)
+    return torch.tensor(array, device=device)
+
+
 class GraphTensors:
     """The arrays of a :class:`CrystalGraphs` as torch tensors on one device.
 
     Batches are gathered with a few vectorised index operations on the device,
-    with no per-crystal Python loop.
+    with no per-crystal Python loop. The arrays keep their compact dtypes
+    (indices are widened per batch), and on the CPU they share memory with
+    the ``CrystalGraphs``, so the training set is not held twice.
 
     Parameters
     ----------
@@ -345,12 +355,12 @@ class GraphTensors:
         dev = torch.device(device)
         self.device = dev
         self.n_crystals = len(graphs)
-        self.atomic_numbers = torch.as_tensor(graphs.atomic_numbers.astype(np.int64), device=dev)
-        self.degrees = torch.as_tensor(graphs.degrees.astype(np.int64), device=dev)
-        self.neighbors = torch.as_tensor(graphs.neighbors.astype(np.int64), device=dev)
-        self.distances = torch.as_tensor(graphs.distances, device=dev)
-        self.atom_offsets = torch.as_tensor(graphs.atom_offsets, device=dev)
-        self.edge_offsets = torch.as_tensor(graphs.edge_offsets, device=dev)
+        self.atomic_numbers = _tensor(graphs.atomic_numbers, dev)
+        self.degrees = _tensor(graphs.degrees, dev, np.int32)  # uint16 has no repeat_interleave
+        self.neighbors = _tensor(graphs.neighbors, dev)
+        self.distances = _tensor(graphs.distances, dev)
+        self.atom_offsets = _tensor(graphs.atom_offsets, dev)
+        self.edge_offsets = _tensor(graphs.edge_offsets, dev)
         self.n_atoms = self.atom_offsets[1:] - self.atom_offsets[:-1]
         self.n_edges = self.edge_offsets[1:] - self.edge_offsets[:-1]
         # host copies of the sizes give output sizes without a device sync
@@ -406,7 +416,7 @@ class GraphTensors:
             torch.arange(n_crystals, device=self.device), n_atoms, output_size=total_atoms
         )
         return {
-            "atomic_numbers": atoms,
+            "atomic_numbers": atoms.long(),
             "edge_src": edge_src,
             "edge_dst": edge_dst,
             "distances": dist,

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..graphs import CrystalGraphs, GraphTensors
+from ..nn.layers import release_workspace
 
 __all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator"]
 
@@ -107,3 +108,5 @@ class GraphBatchIterator:
         order = self.generator.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
             yield self.dataset.batch(order[start : start + self.batch_size])
+        # the model keeps per-edge buffers from step to step; a finished epoch (or fit) holds none
+        release_workspace()

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..elements import cgcnn_feature_table
-from .layers import ConvLayer, GaussianExpansion, mean_pool
+from .layers import ConvLayer, GaussianExpansion, mean_pool, release_workspace
 
 __all__ = ["GraphEncoder", "CGCNN"]
 
@@ -60,6 +60,8 @@ class GraphEncoder(nn.Module):
         super().train(mode)
         for name in self.frozen_norms:
             self.get_submodule(name).eval()
+        if not mode:
+            release_workspace()  # training's per-edge buffers are not needed to predict
         return self
 
     def atom_features(self, atomic_numbers: torch.Tensor) -> torch.Tensor:

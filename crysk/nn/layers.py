@@ -3,12 +3,99 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["GaussianExpansion", "ConvLayer", "gate", "batch_norm_gate", "mean_pool", "n_gaussians"]
+__all__ = [
+    "GaussianExpansion",
+    "ConvLayer",
+    "gate",
+    "batch_norm_gate",
+    "mean_pool",
+    "n_gaussians",
+    "release_workspace",
+]
+
+
+def _storage_refs(t: torch.Tensor) -> int:
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+
+
+class _Workspace:
+    """Per-edge buffers handed from one CPU training step to the next.
+
+    A training step needs about ``n_conv + 5`` tensors of ``n_edges`` rows
+    (tens of MB each). Freed to glibc's heap, whose mmap is off (see
+    ``crysk._malloc``), their blocks get split by the small allocations in
+    between, and as the number of edges changes from batch to batch no hole
+    fits the next large request: the heap grew to about twice the memory in
+    use. Handing the same few buffers to every step keeps the large blocks
+    out of the heap's churn.
+
+    A buffer is handed out again only when nothing but the workspace refers
+    to its memory, so a tensor saved for a backward pass that has not run
+    (or that may run again, with ``retain_graph``) is never overwritten;
+    when all fitting buffers are busy, a new one is made.
+    """
+
+    def __init__(self):
+        self._bases: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
+        self._lock = threading.Lock()
+        self.enabled = hasattr(torch._C, "_storage_Use_Count")
+
+    def empty(
+        self, rows: int, cols: int, like: torch.Tensor, dtype: torch.dtype | None = None, tag: int = 0
+    ) -> torch.Tensor:
+        """An uninitialised ``(rows, cols)`` tensor on ``like``'s device, of its dtype unless given.
+
+        Requests share buffers by ``(tag, cols, dtype)``; requests whose row
+        counts differ in kind (all edges, half of them) get different tags,
+        so that the larger kind does not take the smaller one's buffers.
+        """
+        dtype = like.dtype if dtype is None else dtype
+        if not self.enabled or like.device.type != "cpu" or _is_compiling():
+            # CUDA's caching allocator already reuses blocks
+            return like.new_empty((rows, cols), dtype=dtype)
+        key = (tag, cols, dtype)
+        with self._lock:
+            bases = self._bases.setdefault(key, [])
+            best = None
+            for base, idle in bases:
+                if len(base) >= rows and _storage_refs(base) == idle and (best is None or len(base) < len(best)):
+                    best = base
+            if best is None:
+                # idle buffers too small for this request have been outgrown by the batches
+                bases[:] = [(b, idle) for b, idle in bases if len(b) >= rows or _storage_refs(b) != idle]
+                # rounded up to a power of two, so that larger batches fit too: pages never written
+                # are never resident, so the spare rows cost address space, not memory
+                best = like.new_empty((1 << max(rows - 1, 1).bit_length(), cols), dtype=dtype)
+                bases.append((best, _storage_refs(best)))
+            return best[:rows]
+
+    def clear(self) -> None:
+        """Drop the buffers; those in use stay alive until their users let go."""
+        with self._lock:
+            self._bases.clear()
+
+
+_WORKSPACE = _Workspace()
+
+
+def release_workspace() -> None:
+    """Free the per-edge buffers that CPU training keeps from one step to the next.
+
+    They hold about ``(n_conv + 2.5) x n_edges x 2 * atom_fea_len`` floats
+    for the largest batch seen. Switching a :class:`~crysk.nn.GraphEncoder` to
+    eval mode releases them, and so does the end of each epoch in the
+    estimators.
+    """
+    _WORKSPACE.clear()
 
 
 class _Gate(torch.autograd.Function):
@@ -80,6 +167,97 @@ class _BatchNormGate(torch.autograd.Function):
         return grad_z, grad_w, grad_b, None, None, None, None
 
 
+def _fusable(bn: nn.BatchNorm1d) -> bool:
+    """Whether ``bn`` normalises with batch statistics under autograd (the memory-saving paths)."""
+    return (
+        bn.training and torch.is_grad_enabled() and bn.affine and bn.track_running_stats and bn.momentum is not None
+    )
+
+
+class _EdgeConv(torch.autograd.Function):
+    """The per-edge half of :class:`ConvLayer`, keeping one per-edge tensor for backward.
+
+    Computes ``sum_j gate(BN(z_ij))`` into each source atom ``i``, with
+    ``z = centre[src] + edge_fea @ w_edge + nbr[dst]`` and training-mode batch
+    norm. Composed from autograd ops, a layer keeps ``z``, the gated messages
+    (``index_add_`` saves its source) and the batch-norm output, and its
+    backward holds five more tensors of ``n_edges x 2 * atom_fea_len`` floats
+    at once (torch's batch-norm backward alone allocates two). Here only
+    ``z`` is saved; backward recomputes the batch-norm output and turns it,
+    in place, into the gradient of ``z``.
+
+    The forward pass and the gate's backward are bit for bit what autograd
+    computes. The batch-norm backward takes its sums from torch's kernel and
+    applies them in place as ``dy * a + z * b + c`` per channel, the form of
+    torch's own batch-norm forward (equal to torch's backward within float
+    rounding).
+
+    The work is done on whole tensors (the gate's backward in two halves).
+    Finer slices would shrink the temporaries further, but on a busy 2-core
+    machine every extra parallel operation waits for both threads to be
+    scheduled: 16k-row slices made a layer 2x slower there.
+    """
+
+    @staticmethod
+    def forward(ctx, centre, nbr, edge_fea, w_edge, edge_src, edge_dst, weight, bias, running_mean, running_var,
+                momentum, eps):
+        n_edges, width = len(edge_src), centre.shape[1]
+        z = torch.index_select(centre, 0, edge_src, out=_WORKSPACE.empty(n_edges, width, centre))
+        z.addmm_(edge_fea, w_edge)
+        g = torch.index_select(nbr, 0, edge_dst, out=_WORKSPACE.empty(n_edges, width, centre))
+        z.add_(g)
+        mean, invstd = z.new_empty(0), z.new_empty(0)
+        torch.ops.aten.native_batch_norm.out(
+            z, weight, bias, running_mean, running_var, True, momentum, eps, out=g, save_mean=mean, save_invstd=invstd
+        )
+        f, c = g.chunk(2, dim=1)
+        f.sigmoid_()
+        torch._C._nn.softplus(c, 1, 20, out=c)  # F.softplus's defaults
+        # index_add_ is several times faster from a contiguous source than from the half-width view
+        messages = torch.mul(f, c, out=_WORKSPACE.empty(n_edges, width // 2, centre, tag=1))
+        summed = centre.new_zeros((centre.shape[0], width // 2)).index_add_(0, edge_src, messages)
+        ctx.save_for_backward(z, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd)
+        ctx.eps = eps
+        return summed
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd = ctx.saved_tensors
+        n_edges, width = z.shape
+        needs = ctx.needs_input_grad
+        scale = invstd * weight
+        dy = torch.addcmul(bias - mean * scale, z, scale, out=_WORKSPACE.empty(n_edges, width, z))
+        # the gate's backward, as autograd computes it for sigmoid(f) * softplus(c), in two halves: its two
+        # temporaries then take as much memory as the message tensor of the forward pass
+        half = (n_edges + 1) // 2
+        for rows in (slice(0, half), slice(half, None)):
+            f, c = dy[rows].chunk(2, dim=1)
+            m = torch.index_select(grad, 0, edge_src[rows], out=_WORKSPACE.empty(len(f), f.shape[1], z, tag=1))
+            s = f.sigmoid_()
+            m_sp = torch._C._nn.softplus(c, 1, 20, out=_WORKSPACE.empty(len(f), f.shape[1], z, tag=1)).mul_(m)
+            torch.ops.aten.softplus_backward.grad_input(m.mul_(s), c, 1, 20, grad_input=c)
+            torch.ops.aten.sigmoid_backward.grad_input(m_sp, s, grad_input=f)
+            del m, m_sp
+        # batch norm's backward: torch's kernel gives the per-channel sums without allocating the input
+        # gradient; dz = (dy - sum_dy / N - (z - mean) * k) * invstd * w with k = dotp * invstd^2 / N
+        _, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            dy, z, weight, None, None, mean, invstd, True, ctx.eps, [False, True, True]
+        )
+        grad_z = dy
+        if any(needs[:4]):
+            a = invstd * weight
+            b = grad_weight * invstd / n_edges * a  # k * a, as grad_weight = dotp * invstd
+            grad_z.mul_(a).addcmul_(z, b, value=-1).add_((mean * b) - grad_bias / n_edges * a)
+        n_atoms = (len(grad), width)
+        # the formulas autograd uses for index_select and addmm
+        grad_centre = z.new_zeros(n_atoms).index_add_(0, edge_src, grad_z) if needs[0] else None
+        grad_nbr = z.new_zeros(n_atoms).index_add_(0, edge_dst, grad_z) if needs[1] else None
+        grad_edge = grad_z.mm(w_edge.t()) if needs[2] else None
+        grad_w_edge = edge_fea.t().mm(grad_z) if needs[3] else None
+        return (grad_centre, grad_nbr, grad_edge, grad_w_edge, None, None, grad_weight, grad_bias,
+                None, None, None, None)
+
+
 def batch_norm_gate(z: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
     """``gate(bn(z))``, storing less for backward when ``bn`` trains.
 
@@ -92,7 +270,7 @@ def batch_norm_gate(z: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
     -------
     torch.Tensor of shape (n_edges, d)
     """
-    if bn.training and torch.is_grad_enabled() and bn.affine and bn.track_running_stats and bn.momentum is not None:
+    if _fusable(bn):
         bn.num_batches_tracked.add_(1)
         return _BatchNormGate.apply(z, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps)
     return gate(bn(z))
@@ -132,8 +310,17 @@ class GaussianExpansion(nn.Module):
 
     def forward(self, distances: torch.Tensor) -> torch.Tensor:
         """Expand ``(n_edges,)`` distances into ``(n_edges, n_features)``."""
-        diff = distances.unsqueeze(-1) - self.centers
-        return torch.exp(-(diff * diff) * self.inv_var2)
+        if distances.requires_grad and torch.is_grad_enabled():
+            diff = distances.unsqueeze(-1) - self.centers
+            return torch.exp(-(diff * diff) * self.inv_var2)
+        if self.training:
+            dtype = torch.result_type(distances, self.centers)
+            out = _WORKSPACE.empty(len(distances), len(self.centers), self.centers, dtype)
+            diff = torch.sub(distances.unsqueeze(-1), self.centers, out=out)
+        else:
+            diff = distances.unsqueeze(-1) - self.centers
+        # one per-edge tensor instead of five: the same operations, in place
+        return diff.mul_(diff).neg_().mul_(self.inv_var2).exp_()
 
 
 class ConvLayer(nn.Module):
@@ -173,11 +360,20 @@ class ConvLayer(nn.Module):
         # one product per atom for both atom parts: [:, :2f] centre atom (+ bias), [:, 2f:] neighbour
         pair = atom_fea @ torch.cat([w[:, :f], w[:, f : 2 * f]], dim=0).t()
         centre = pair[:, : 2 * f] + self.fc_full.bias
-        # accumulate in place: each per-edge temporary costs a full pass over memory
-        gated = centre.index_select(0, edge_src).addmm_(edge_fea, w[:, 2 * f :].t())
-        gated = gated.add_(pair[:, 2 * f :].index_select(0, edge_dst))
-        messages = batch_norm_gate(gated, self.bn1)
-        summed = torch.zeros_like(atom_fea).index_add_(0, edge_src, messages)
+        nbr = pair[:, 2 * f :]
+        bn = self.bn1
+        if _fusable(bn):
+            bn.num_batches_tracked.add_(1)
+            summed = _EdgeConv.apply(
+                centre, nbr, edge_fea, w[:, 2 * f :].t(), edge_src, edge_dst,
+                bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps,
+            )
+        else:
+            # accumulate in place: each per-edge temporary costs a full pass over memory
+            gated = centre.index_select(0, edge_src).addmm_(edge_fea, w[:, 2 * f :].t())
+            gated = gated.add_(nbr.index_select(0, edge_dst))
+            messages = batch_norm_gate(gated, bn)
+            summed = torch.zeros_like(atom_fea).index_add_(0, edge_src, messages)
         return F.softplus(atom_fea + self.bn2(summed))
 
 
