@@ -192,13 +192,10 @@ def reduced_formulas(graphs) -> list[str]:
     """Reduced formula of each crystal graph, from its atomic numbers (no CIF parsing)."""
     from pymatgen.core import Composition, Element
 
-    out = []
-    for i in range(len(graphs)):
-        z = graphs.atomic_numbers[graphs.atom_offsets[i] : graphs.atom_offsets[i + 1]]
-        counts = np.bincount(z)
-        comp = Composition({Element.from_Z(int(k)): int(counts[k]) for k in np.flatnonzero(counts)})
-        out.append(comp.reduced_formula)
-    return out
+    return [
+        Composition({Element.from_Z(z): n for z, n in counts.items()}).reduced_formula
+        for counts in graphs.element_counts()
+    ]
 
 
 def matching_positions(pre_graphs, pre_records, test_graphs, test_records) -> np.ndarray:

@@ -102,13 +102,10 @@ def _composition_of(item: Any, index: int, id: Any) -> Composition:
 
 
 def _keys_of_graphs(graphs: CrystalGraphs) -> list[tuple]:
-    keys = []
-    for i in range(len(graphs)):
-        z = graphs.atomic_numbers[graphs.atom_offsets[i] : graphs.atom_offsets[i + 1]]
-        counts = np.bincount(z)
-        present = np.flatnonzero(counts)
-        keys.append(_key_from_counts(present, counts[present].astype(np.float64)))
-    return keys
+    return [
+        _key_from_counts(np.array(list(c)), np.array(list(c.values()), dtype=np.float64))
+        for c in graphs.element_counts()
+    ]
 
 
 def _keys_of_items(items: Sequence, start: int, ids: Sequence | None) -> list[tuple]:

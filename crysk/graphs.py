@@ -238,6 +238,20 @@ class CrystalGraphs:
         return state
 
     # -- per-crystal views ---------------------------------------------------------
+    def element_counts(self) -> list[dict[int, int]]:
+        """Atoms of each element in each crystal (its composition), as ``{Z: count}``.
+
+        Returns
+        -------
+        list of dict
+            One dict per crystal, keys in increasing atomic number.
+        """
+        out = []
+        for i in range(len(self)):
+            counts = np.bincount(self.atomic_numbers[self.atom_offsets[i] : self.atom_offsets[i + 1]])
+            out.append({int(z): int(counts[z]) for z in np.flatnonzero(counts)})
+        return out
+
     def graph(self, i: int) -> dict[str, np.ndarray]:
         """Arrays of one crystal, with explicit edge sources.
 

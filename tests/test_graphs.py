@@ -87,3 +87,12 @@ def test_batch_matches_per_crystal_graphs(graphs):
         start += n
     full = graphs.batch()
     assert full["edge_src"].dtype == torch.int64 and len(full["distances"]) == len(graphs.distances)
+
+
+def test_element_counts_match_the_structures(eform_structures):
+    from crysk import CrystalGraphFeaturizer
+
+    structures = eform_structures[0][:5]
+    graphs = CrystalGraphFeaturizer().transform(structures)
+    for counts, s in zip(graphs.element_counts(), structures):
+        assert counts == {el.Z: int(n) for el, n in sorted(s.composition.items(), key=lambda kv: kv[0].Z)}
