@@ -64,6 +64,13 @@ Commands::
         --pretrain-size 300 --pretrain-epochs 2            # smoke test
     python benchmarks/tl_paper.py --device cuda            # on a GPU
 
+Every finished fit is appended to ``benchmarks/results/tl_paper_fits.csv``
+(:func:`crysk.evaluation.compare` with ``cache=``): a rerun with the same
+settings skips the fits already done, so an interrupted run loses at most one
+fit and the full protocol can be run piecewise (for instance in several
+10-minute GPU calls). Delete that file after changing a pretrained model in
+place.
+
 Outputs: ``benchmarks/results/tl_paper[_quick].md`` (table),
 ``tl_paper[_quick].csv`` (per-trial rows) and ``tl_paper[_quick].png``
 (bar chart of test MAE with std error bars, like Figs. 5/6).
@@ -108,6 +115,7 @@ from crysk.evaluation import RepeatedSubsample, compare, paired_ttest
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRETRAINED = RESULTS / "pretrained"
+FITS = RESULTS / "tl_paper_fits.csv"  # one row per finished fit (compare cache): reruns resume
 
 #: target name -> (file, target field, row filter, transform, label, unit, pretraining source)
 TARGETS = {
@@ -416,7 +424,7 @@ def main() -> None:
         graphs, pool, y = pools[target]
         spec = TARGETS[target]
         cv = RepeatedSubsample(500, 125, 125, n_trials=args.trials, random_state=list(TARGETS).index(target))
-        res = compare(estimators(args, checkpoints[spec["source"]]), graphs, y, cv)
+        res = compare(estimators(args, checkpoints[spec["source"]]), graphs, y, cv, cache=FITS)
         res["target"] = target
         all_results.append(res)
         rows += table_rows(target, f"{len(sources[spec['source']][2])}-{SOURCES[spec['source']]['label']}", res)
@@ -443,7 +451,8 @@ def main() -> None:
         base = base[(base.estimator == "TL fine-tuning") & (base.trial < args.leakage_trials)]
         if len(hits):
             ckpt = pretrain(name, pgraphs[keep], py[keep], args, clock)
-            excl = compare({"TL fine-tuning (excl.)": estimators(args, ckpt)["TL fine-tuning"]}, graphs, y, cv)
+            excl = compare({"TL fine-tuning (excl.)": estimators(args, ckpt)["TL fine-tuning"]}, graphs, y, cv,
+                           cache=FITS)
         else:  # same pretrained model, seeded fits: the refit would repeat the numbers exactly
             excl = base.assign(estimator="TL fine-tuning (excl.)")
         both = pd.concat([base.assign(estimator="TL fine-tuning"), excl], ignore_index=True)

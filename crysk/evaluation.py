@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import joblib
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import mean_absolute_error
@@ -252,6 +254,41 @@ def _run_trial(name, estimator, X, y, trial, train, val, test) -> dict:
     }
 
 
+def _fit_key(estimator: BaseEstimator, y_digest: str, train, val, test) -> str:
+    # what decides a fit's outcome: every parameter (through the unfitted clone's pickle) and
+    # exactly which samples and targets went where
+    return joblib.hash((clone(estimator), y_digest, np.asarray(train), np.asarray(val), np.asarray(test)))
+
+
+class _ResultCache:
+    """The ``cache=`` file of :func:`compare`: finished rows, appended one at a time."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.rows: dict[str, dict] = {}
+        if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+            try:
+                table = pd.read_csv(self.path)
+            except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+                raise ValueError(
+                    f"compare(cache={self.path!r}): the file is not a CSV written by compare ({exc}); "
+                    "move it away or pass another path"
+                ) from exc
+            if "fit_key" not in table.columns:
+                raise ValueError(
+                    f"compare(cache={self.path!r}): the file has no 'fit_key' column, so it was not written by "
+                    "compare; move it away or pass another path"
+                )
+            self.rows = {row["fit_key"]: row for row in table.to_dict("records")}
+
+    def add(self, row: dict) -> None:
+        new = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        # one line per finished fit, flushed at once: an interrupted comparison keeps every fit it finished
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            pd.DataFrame([row]).to_csv(fh, header=new, index=False)
+        self.rows[row["fit_key"]] = row
+
+
 def compare(
     estimators: Mapping[str, BaseEstimator],
     X: Any,
@@ -260,6 +297,7 @@ def compare(
     *,
     n_jobs: int | None = 1,
     verbose: bool = False,
+    cache: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Fit and score several estimators on the same trials.
 
@@ -285,6 +323,15 @@ def compare(
         Fits run in parallel (joblib; one task per estimator and trial).
     verbose : bool, default=False
         Show a progress bar.
+    cache : str or path-like, optional
+        A CSV file that makes long comparisons resumable. Each fit's row is
+        appended to it as soon as the fit is done; a fit whose row is already
+        there is not run again. A row is reused only for the same estimator
+        parameters (hashed from the unfitted clone), the same training,
+        validation and test positions and the same targets ``y``; the name
+        and trial number are not part of the match. Files that a parameter
+        merely names (such as a ``warm_start_from`` checkpoint path) are not
+        hashed: delete the cache when such a file changes.
 
     Returns
     -------
@@ -306,16 +353,30 @@ def compare(
         for trial, parts in enumerate(splits)
         for name, est in estimators.items()
     ]
+    done: list[dict] = []
+    if cache is not None:
+        store = _ResultCache(cache)
+        y_digest = joblib.hash(np.asarray(y))
+        keys = [_fit_key(est, y_digest, *parts) for _, est, _, *parts in tasks]
+        todo = []
+        for key, (name, est, trial, *parts) in zip(keys, tasks):
+            if key in store.rows:
+                done.append({**store.rows[key], "estimator": name, "trial": trial})
+            else:
+                todo.append((key, (name, est, trial, *parts)))
+        keys, tasks = [k for k, _ in todo], [t for _, t in todo]
     calls = (delayed(_run_trial)(name, est, X, y, trial, *parts) for name, est, trial, *parts in tasks)
     if n_jobs in (None, 1):
         rows = (f(*a, **k) for f, a, k in calls)
     else:
         rows = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
+    if cache is not None:
+        rows = (store.add({**row, "fit_key": key}) or row for key, row in zip(keys, rows))
     if verbose:
         from tqdm.auto import tqdm
 
         rows = tqdm(rows, total=len(tasks), desc="fitting", unit="fit")
-    out = pd.DataFrame(list(rows))
+    out = pd.DataFrame(done + list(rows)).drop(columns="fit_key", errors="ignore")
     order = pd.CategoricalDtype(list(estimators), ordered=True)
     out["estimator"] = out["estimator"].astype(order)
     return out.sort_values(["estimator", "trial"], kind="stable").reset_index(drop=True)

@@ -180,6 +180,54 @@ def test_compare_passes_validation_to_cgcnn(eform_structures):
     assert row.n_train == 40 and row.n_val == 10 and np.isfinite(row.val_mae) and np.isfinite(row.test_mae)
 
 
+FAIL_AT: list = []  # first training position that interrupts FailsOnTrial (not a parameter: not in the key)
+
+
+class FailsOnTrial(Recorder):
+    """Fits like Recorder, but is interrupted on the training set that starts at ``FAIL_AT``."""
+
+    def fit(self, X, y):
+        if FAIL_AT and _positions(X)[0] == FAIL_AT[0]:
+            raise KeyboardInterrupt
+        return super().fit(X, y)
+
+
+def test_compare_cache_resumes_and_refits_only_what_changed(tmp_path):
+    X, y = _data(60)
+    cv = RepeatedSubsample(20, 5, 10, n_trials=3, random_state=1)
+    cache = tmp_path / "runs.csv"
+    FAIL_AT[:] = [np.concatenate([tr, va])[0] for tr, va, _ in cv.split_with_validation(X)][2:3]
+    # interrupted during trial 2 of the second estimator: everything finished before is on disk
+    with pytest.raises(KeyboardInterrupt):
+        compare({"a": Recorder("a"), "b": FailsOnTrial("b")}, X, y, cv, cache=cache)
+    assert len(pd.read_csv(cache)) == 5  # a0 b0 a1 b1 a2
+    FAIL_AT.clear()
+    LOG.clear()
+    res = compare({"a": Recorder("a"), "b": FailsOnTrial("b")}, X, y, cv, cache=cache)
+    assert [t for t, ev, _ in LOG if ev == "fit"] == ["b"]  # only the interrupted fit runs again
+    fresh = compare({"a": Recorder("a"), "b": FailsOnTrial("b")}, X, y, cv)
+    pd.testing.assert_frame_equal(res.drop(columns=["fit_time", "predict_time"]),
+                                  fresh.drop(columns=["fit_time", "predict_time"]), check_dtype=False)
+    LOG.clear()
+    again = compare({"b2": FailsOnTrial("b"), "a": Recorder("a")}, X, y, cv, cache=cache)
+    assert LOG == []  # names and order are not part of the match
+    assert list(again.estimator.cat.categories) == ["b2", "a"] and "fit_key" not in again.columns
+    assert np.allclose(again.test_mae[:3], res.test_mae[3:]) and again.trial.tolist() == [0, 1, 2] * 2
+    # other parameters, other targets or other splits are other fits
+    compare({"a": Recorder("a-other")}, X, y, cv, cache=cache)
+    compare({"a": Recorder("a")}, X, y + 1, cv, cache=cache)
+    compare({"a": Recorder("a")}, X, y, RepeatedSubsample(20, 5, 10, n_trials=1, random_state=2), cache=cache)
+    assert [t for t, ev, _ in LOG if ev == "fit"] == ["a-other"] * 3 + ["a"] * 4
+
+
+def test_compare_cache_refuses_a_foreign_file(tmp_path):
+    X, y = _data(30)
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not written by compare"):
+        compare({"m": DummyRegressor()}, X, y, KFold(2), cache=other)
+
+
 def test_compare_argument_errors():
     X, y = _data(20)
     with pytest.raises(TypeError):
