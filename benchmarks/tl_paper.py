@@ -71,9 +71,10 @@ fit and the full protocol can be run piecewise (for instance in several
 10-minute GPU calls). Delete that file after changing a pretrained model in
 place.
 
-Outputs: ``benchmarks/results/tl_paper[_quick].md`` (table),
-``tl_paper[_quick].csv`` (per-trial rows) and ``tl_paper[_quick].png``
-(bar chart of test MAE with std error bars, like Figs. 5/6).
+Outputs: ``benchmarks/results/tl_paper[_quick][_custom].md`` (table),
+``.csv`` (per-trial rows) and ``.png`` (bar chart of test MAE with std error
+bars, like Figs. 5/6); ``_custom`` when any of the mode's settings was
+changed on the command line (the table's title lists which).
 
 Differences from the paper
 --------------------------
@@ -376,7 +377,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     clock = Clock()
-    suffix = "_quick" if args.quick else ""
+    defaults = QUICK if args.quick else FULL
+    changed = {k: getattr(args, k) for k in defaults if getattr(args, k) != defaults[k]}
+    mode = ("quick" if args.quick else "full") + (" mode, changed: " + ", ".join(f"{k}={v}" for k, v in changed.items())
+                                                   if changed else " mode")
+    # a run with other settings must not overwrite the table of the standard quick or full run
+    suffix = ("_quick" if args.quick else "") + ("_custom" if changed else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"settings: {vars(args)}", flush=True)
     n_needed = 500 + 125 + 125
@@ -480,7 +486,7 @@ def main() -> None:
     figure(results, RESULTS / f"tl_paper{suffix}.png")
     total = time.perf_counter() - clock.start
     header = (
-        f"# TL-CGCNN Table S2 reproduction ({'quick' if args.quick else 'full'} mode)\n\n"
+        f"# TL-CGCNN Table S2 reproduction ({mode})\n\n"
         f"500 train / 125 val / 125 test per trial, {args.trials} trials, {args.epochs} max epochs "
         f"(batch {args.batch_size}); pretraining {args.pretrain_epochs} epochs on "
         + ", ".join(f"{len(v[2])} {SOURCES[k]['label']}" for k, v in sources.items())
