@@ -188,12 +188,11 @@ def featurize(records: list[dict], n_jobs: int):
     Structures the featurizer cannot use (e.g. isolated atoms) are skipped
     and reported, so graphs and records stay aligned.
     """
-    graphs = CrystalGraphFeaturizer(radius=8.0, max_num_nbr=12, n_jobs=n_jobs, errors="skip").transform(
-        [r["cif"] for r in records], ids=[r["id"] for r in records]
-    )
+    featurizer = CrystalGraphFeaturizer(radius=8.0, max_num_nbr=12, n_jobs=n_jobs, errors="skip")
+    graphs = featurizer.transform([r["cif"] for r in records], ids=[r["id"] for r in records])
     kept = set(graphs.ids)
-    if len(kept) < len(records):
-        print(f"  skipped {len(records) - len(kept)} structures the featurizer rejected", flush=True)
+    for exc in featurizer.skipped_:
+        print(f"  skipped: {exc}", flush=True)
     return graphs, [r for r in records if r["id"] in kept]
 
 
