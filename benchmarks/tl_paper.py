@@ -107,11 +107,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _data import data_dir, peak_rss_mb
+from _data import data_dir, fit_resumable, peak_rss_mb
 
 from crysk import CGCNNRegressor, CrystalGraphFeaturizer
 from crysk.baselines import make_baseline
-from crysk.estimators import SaveBestCheckpoint
 from crysk.evaluation import RepeatedSubsample, compare, paired_ttest
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -236,20 +235,6 @@ def matching_positions(pre_graphs, pre_records, test_graphs, test_records) -> np
     return np.asarray(hits, dtype=np.int64)
 
 
-class _SaveBestCounting(SaveBestCheckpoint):
-    """SaveBestCheckpoint that also records, beside the file, how many epochs it holds in all."""
-
-    def __init__(self, path, progress: Path, offset: int):
-        super().__init__(path)
-        self.progress, self.offset = progress, offset
-
-    def on_epoch_end(self, net, **kwargs):
-        best = net.best_epoch_
-        super().on_epoch_end(net, **kwargs)
-        if net.best_epoch_ != best:  # a new checkpoint was written
-            self.progress.write_text(json.dumps({"epochs_done": self.offset + int(net.best_epoch_)}))
-
-
 def pretrain(name: str, graphs, y: np.ndarray, args, clock: Clock) -> Path:
     """Pretrain a CGCNN (Table S1, no transfer) or reuse the cached checkpoint.
 
@@ -257,31 +242,19 @@ def pretrain(name: str, graphs, y: np.ndarray, args, clock: Clock) -> Path:
     the best epoch so far is kept on disk while training.
     """
     PRETRAINED.mkdir(parents=True, exist_ok=True)
-    final, partial = PRETRAINED / f"{name}.pt", PRETRAINED / f"{name}.partial.pt"
+    final = PRETRAINED / f"{name}.pt"
     if final.exists():
         print(f"  pretrained model {final.name} found: skipping pretraining", flush=True)
         return final
     t = time.perf_counter()
-    progress = partial.with_suffix(".json")  # epochs done at the partial checkpoint, counted from the start
-    resume, done = None, 0
-    if partial.exists():
-        resume = partial
-        done = json.loads(progress.read_text())["epochs_done"] if progress.exists() else 0
-        # optimizer momentum starts afresh; the lr milestone (100) lies beyond the pretraining anyway
-        print(f"  resuming interrupted pretraining from {partial.name} after epoch {done}", flush=True)
-    model = CGCNNRegressor(
-        h_fea_len=128, lr=0.01, lr_milestones=(100,), batch_size=args.batch_size,
-        max_epochs=max(args.pretrain_epochs - done, 0), validation_fraction=0.1, target_scaler=args.target_scaler,
-        warm_start_from=resume, device=args.device, random_state=0,
-        callbacks=[("save_best", _SaveBestCounting(partial, progress, done))],
-    )
-    model.fit(graphs, y)
-    if len(model.history) < model.max_epochs:  # skorch ends fit quietly on Ctrl-C: do not cache a partial model
-        sys.exit(f"pretraining {name} interrupted after {done + len(model.history)} of {args.pretrain_epochs} "
-                 f"epochs; {partial.name} keeps the best epoch so far, rerun to resume")
-    model.save_pretrained(final)
-    partial.unlink(missing_ok=True)
-    progress.unlink(missing_ok=True)
+
+    def make(**fit_params):
+        return CGCNNRegressor(
+            h_fea_len=128, lr=0.01, lr_milestones=(100,), batch_size=args.batch_size, validation_fraction=0.1,
+            target_scaler=args.target_scaler, device=args.device, random_state=0, **fit_params,
+        )
+
+    model, done = fit_resumable(make, graphs, y, final, args.pretrain_epochs, f"pretraining {name}")
     best = min((r["valid_mae"] for r in model.history), default=float("nan"))
     print(f"  {name}: {len(y)} crystals, {args.pretrain_epochs} epochs, best epoch "
           f"{done + (model.best_epoch_ or 0)}, validation MAE {best:.4f}", flush=True)
