@@ -58,8 +58,8 @@ the same settings skip pretraining.
 
 Commands::
 
-    python benchmarks/tl_paper.py --quick                  # ~20 min on 2 free cores
-    python benchmarks/tl_paper.py                          # full protocol (days on CPU)
+    python benchmarks/tl_paper.py --quick                  # ~5 min on 2 free cores
+    python benchmarks/tl_paper.py                          # full protocol (~10 h on 2 CPU cores)
     python benchmarks/tl_paper.py --quick --targets nm-eg --trials 1 --epochs 3 \\
         --pretrain-size 300 --pretrain-epochs 2            # smoke test
     python benchmarks/tl_paper.py --device cuda            # on a GPU
