@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import resource
 from pathlib import Path
+
+from skorch.callbacks import Callback
 
 
 def data_dir() -> Path:
@@ -36,12 +39,16 @@ def peak_rss_mb() -> float:
 def fit_resumable(make, X, y, final: Path, epochs: int, name: str):
     """Fit a long pretraining run that survives interruption, and save it as ``final``.
 
-    While training, the best epoch so far is kept in ``<final>.partial.pt``
-    (with ``<final>.partial.json`` counting the epochs it holds); a rerun
-    warm-starts from it and trains only the epochs still to run (optimizer
-    momentum starts afresh). An interrupted fit (skorch ends ``fit`` quietly
-    on Ctrl-C) exits without writing ``final``, so a partial model is never
-    taken for a finished one.
+    While training, the best epoch so far is kept in ``<final>.partial.pt``,
+    with ``<final>.partial.json`` recording the epochs it holds and its
+    validation score. A rerun warm-starts from it and trains only the epochs
+    still to run, as the uninterrupted run would have: the learning rate
+    continues the estimator's step schedule (``lr``, ``lr_milestones``,
+    ``gamma``) from where the checkpoint was, and the checkpoint is replaced
+    only by an epoch that beats its score, so a resumed run never swaps a
+    good checkpoint for a worse one. Optimizer momentum starts afresh. An
+    interrupted fit (skorch ends ``fit`` quietly on Ctrl-C) exits without
+    writing ``final``, so a partial model is never taken for a finished one.
 
     Parameters
     ----------
@@ -59,31 +66,54 @@ def fit_resumable(make, X, y, final: Path, epochs: int, name: str):
     Returns
     -------
     (estimator, int)
-        The fitted estimator and the number of epochs it resumed after.
+        The fitted estimator (holding the best epoch of the whole run) and the
+        number of epochs it resumed after.
     """
-    from crysk.estimators import SaveBestCheckpoint
+    import crysk
 
     partial, progress = final.with_suffix(".partial.pt"), final.with_suffix(".partial.json")
+    state = {"epochs_done": 0, "best_score": math.inf, "saved": False}
 
-    class SaveBestCounting(SaveBestCheckpoint):
+    class SaveBestCounting(Callback):
+        """Checkpoint an epoch only when it beats the best score of every piece of the run."""
+
         def on_epoch_end(self, net, **kwargs):
-            before = net.best_epoch_
-            super().on_epoch_end(net, **kwargs)
-            if net.best_epoch_ != before:  # a checkpoint was written
-                progress.write_text(json.dumps({"epochs_done": done + int(net.best_epoch_)}))
+            row = net.history[-1]
+            score = row[net._monitor.removesuffix("_best")]
+            if score < state["best_score"]:
+                net.best_epoch_ = row["epoch"]
+                net.save_pretrained(partial)
+                state.update(best_score=float(score), saved=True)
+                progress.write_text(json.dumps({"epochs_done": done + int(row["epoch"]),
+                                                "best_score": float(score)}))
 
     final.parent.mkdir(parents=True, exist_ok=True)
     resume, done = None, 0
     if partial.exists():
         resume = partial
-        done = json.loads(progress.read_text())["epochs_done"] if progress.exists() else 0
-        print(f"  resuming interrupted {name} from {partial.name} after epoch {done}", flush=True)
+        if progress.exists():
+            saved = json.loads(progress.read_text())
+            done = int(saved["epochs_done"])
+            state["best_score"] = float(saved.get("best_score", math.inf))
+        print(f"  resuming interrupted {name} from {partial.name} after epoch {done} "
+              f"(validation score {state['best_score']:.4f})", flush=True)
     model = make(max_epochs=max(epochs - done, 0), warm_start_from=resume,
-                 callbacks=[("save_best", SaveBestCounting(partial))])
+                 callbacks=[("save_best", SaveBestCounting())])
+    if done:
+        # continue the step schedule of the whole run instead of restarting it
+        p = model.get_params()
+        milestones = list(p["lr_milestones"] or [])
+        factor = p["gamma"] ** sum(m <= done for m in milestones)
+        model.set_params(lr=p["lr"] * factor, lr_milestones=[m - done for m in milestones if m > done])
+        if p.get("lr_transferred") is not None:
+            model.set_params(lr_transferred=p["lr_transferred"] * factor)
     model.fit(X) if y is None else model.fit(X, y)
     if len(model.history) < model.max_epochs:
         raise SystemExit(f"{name} interrupted after {done + len(model.history)} of {epochs} epochs; "
-                         f"{partial.name} keeps the best epoch so far: rerun to resume")
+                         f"{partial.name} keeps the best of them: rerun to resume")
+    if not state["saved"] and partial.exists():
+        # no epoch of this piece beat the earlier pieces: the checkpoint holds the run's best
+        model = crysk.load(partial)
     model.save_pretrained(final)
     partial.unlink(missing_ok=True)
     progress.unlink(missing_ok=True)
