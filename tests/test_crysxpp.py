@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
@@ -78,6 +79,20 @@ def test_l1_selector_shrinks_weights_of_properties_the_target_ignores(eform_grap
     # and the property the target depends on keeps the largest share of the selector
     share = sparse.feature_importances_ / sparse.feature_importances_.sum()
     assert share.idxmax() == period.label, share
+
+
+def test_l1_reduction_mean_is_the_sum_over_the_feature_dimensions(data):
+    X, y, _, _ = data
+    model = CrysXPPRegressor(**{**FAST, "max_epochs": 1}, l1_penalty=0.5).fit(X[:80], y[:80])
+    y_pred, y_true = torch.zeros(4, 1), torch.ones(4, 1)
+    plain = model.get_loss(y_pred, y_true, training=False)
+    l1 = model.module_.penalty().item()
+    assert l1 > 0
+    assert model.get_loss(y_pred, y_true, training=True).item() == pytest.approx(plain.item() + 0.5 * l1)
+    model.set_params(l1_reduction="mean")
+    assert model.get_loss(y_pred, y_true, training=True).item() == pytest.approx(plain.item() + 0.5 * l1 / 92)
+    with pytest.raises(ValueError, match="l1_reduction must be 'sum' or 'mean'"):
+        CrysXPPRegressor(**FAST, l1_reduction="max").fit(X[:80], y[:80])
 
 
 def test_feature_importances_and_explain(data, fitted):
