@@ -72,7 +72,7 @@ def fit_resumable(make, X, y, final: Path, epochs: int, name: str):
     import crysk
 
     partial, progress = final.with_suffix(".partial.pt"), final.with_suffix(".partial.json")
-    state = {"epochs_done": 0, "best_score": math.inf, "saved": False}
+    state = {"best_score": math.inf, "saved": False}
 
     class SaveBestCounting(Callback):
         """Checkpoint an epoch only when it beats the best score of every piece of the run."""

@@ -16,7 +16,7 @@ it used (``mp_eform.jsonl.gz``, 36,737 Materials Project formation energies):
 
 The paper reports CGCNN 0.127 and CrysXPP 0.086 eV/atom (200 epochs each).
 
-    python benchmarks/crysxpp_table2.py                # the full protocol (~3.5-4 h on 2 free CPU cores)
+    python benchmarks/crysxpp_table2.py                # the full protocol (~4 h on 2 free CPU cores)
     python benchmarks/crysxpp_table2.py --quick        # a 3,000-structure subset, short runs (minutes)
     python benchmarks/crysxpp_table2.py --device cuda  # on a GPU
 

@@ -177,13 +177,10 @@ class CrysXPPRegressor(CrystalNetRegressor):
             raise ValueError(f"l1_reduction must be 'sum' or 'mean', got {self.l1_reduction!r}")
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Prediction loss, plus ``l1_penalty · |ζ|₁`` while training (eq. 10)."""
+        """Prediction loss, plus ``l1_penalty · |ζ|₁`` (or its mean, ``l1_reduction``) while training (eq. 10)."""
         loss = super().get_loss(y_pred, y_true, X=X, training=training)
         if training and self.feature_selector and self.l1_penalty:
-            penalty = self.module_.penalty()
-            if self.l1_reduction == "mean":
-                penalty = penalty / self.module_.selector.weight.numel()
-            loss = loss + self.l1_penalty * penalty
+            loss = loss + self.l1_penalty * self.module_.penalty(self.l1_reduction)
         return loss
 
     # ------------------------------------------------------------------ explanations

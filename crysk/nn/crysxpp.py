@@ -29,9 +29,10 @@ class FeatureSelector(nn.Module):
         """Scale each feature dimension by its weight."""
         return x * self.weight
 
-    def l1(self) -> torch.Tensor:
-        """``|ζ|₁``, the sparsity penalty of eq. 10."""
-        return self.weight.abs().sum()
+    def l1(self, reduction: str = "sum") -> torch.Tensor:
+        """``|ζ|₁`` (``reduction="sum"``, eq. 10) or its mean over the dimensions (``"mean"``)."""
+        w = self.weight.abs()
+        return w.mean() if reduction == "mean" else w.sum()
 
 
 class CrysXPPNet(CGCNN):
@@ -75,7 +76,7 @@ class CrysXPPNet(CGCNN):
         selector = getattr(self, "selector", None)
         return x if selector is None else selector(x)
 
-    def penalty(self) -> torch.Tensor:
-        """The selector's ``|ζ|₁`` (zero without a selector)."""
+    def penalty(self, reduction: str = "sum") -> torch.Tensor:
+        """The selector's ``|ζ|₁``, or its mean with ``reduction="mean"`` (zero without a selector)."""
         selector = getattr(self, "selector", None)
-        return selector.l1() if selector is not None else self.element_table.new_zeros(())
+        return selector.l1(reduction) if selector is not None else self.element_table.new_zeros(())
