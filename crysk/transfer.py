@@ -20,7 +20,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import types
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -67,7 +66,8 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
 
     The data goes to a temporary file in the same folder, which is flushed to
     disk and then renamed over ``path``: a failure or an interruption midway
-    leaves any previous file at ``path`` intact.
+    leaves any previous file at ``path`` intact. The file's mode follows
+    the umask, as for any file the user creates.
 
     Parameters
     ----------
@@ -80,19 +80,11 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
     -------
     pathlib.Path
     """
+    from ._files import atomic_open
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(payload), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as fh:
+        torch.save(dict(payload), fh)
     return path
 
 
