@@ -1,52 +1,75 @@
-"""crysk: scikit-learn compatible crystal graph neural networks with transfer learning."""
+"""crysk: scikit-learn compatible crystal graph neural networks with transfer learning.
+
+The public names are imported on first use (PEP 562 module ``__getattr__``):
+``import crysk`` and ``crysk --help`` then start in a fraction of a second,
+and featurization worker processes, which only need numpy and pymatgen,
+never load torch or skorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .estimators import CGCNNRegressor, CrysAE, CrysXPPRegressor
-from .featurizer import CrystalGraphFeaturizer
-from .graphs import CrystalGraphs, concatenate
-from .structures import CrystalInputError, as_structure
-from .transfer import CheckpointError, load
+# public name -> submodule that defines it
+_LAZY = {
+    "CGCNNRegressor": "estimators",
+    "CrysAE": "estimators",
+    "CrysXPPRegressor": "estimators",
+    "CheckpointError": "transfer",
+    "load": "transfer",
+    "CrystalGraphFeaturizer": "featurizer",
+    "CrystalGraphs": "graphs",
+    "concatenate": "graphs",
+    "CrystalInputError": "structures",
+    "as_structure": "structures",
+    "ElementDescriptor": "baselines",
+    "SOAPKernelRidge": "baselines",
+    "make_baseline": "baselines",
+    "Dataset": "datasets",
+    "load_cgcnn_folder": "datasets",
+    "load_matbench": "datasets",
+    "load_table": "datasets",
+    "RepeatedSubsample": "evaluation",
+    "compare": "evaluation",
+    "equivalent_training_size": "evaluation",
+    "learning_curve": "evaluation",
+    "markdown_table": "evaluation",
+    "paired_ttest": "evaluation",
+    "summarize": "evaluation",
+}
 
-__all__ = [
-    "__version__",
-    "CGCNNRegressor",
-    "CrysAE",
-    "CrysXPPRegressor",
-    "CheckpointError",
-    "CrystalGraphFeaturizer",
-    "CrystalGraphs",
-    "CrystalInputError",
-    "as_structure",
-    "concatenate",
-    "load",
-]
+__all__ = ["__version__", *_LAZY]
 
-from .baselines import ElementDescriptor, SOAPKernelRidge, make_baseline
-from .datasets import Dataset, load_cgcnn_folder, load_matbench, load_table
-from .evaluation import (
-    RepeatedSubsample,
-    compare,
-    equivalent_training_size,
-    learning_curve,
-    markdown_table,
-    paired_ttest,
-    summarize,
-)
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from .baselines import ElementDescriptor, SOAPKernelRidge, make_baseline
+    from .datasets import Dataset, load_cgcnn_folder, load_matbench, load_table
+    from .estimators import CGCNNRegressor, CrysAE, CrysXPPRegressor
+    from .evaluation import (
+        RepeatedSubsample,
+        compare,
+        equivalent_training_size,
+        learning_curve,
+        markdown_table,
+        paired_ttest,
+        summarize,
+    )
+    from .featurizer import CrystalGraphFeaturizer
+    from .graphs import CrystalGraphs, concatenate
+    from .structures import CrystalInputError, as_structure
+    from .transfer import CheckpointError, load
 
-__all__ += [
-    "Dataset",
-    "ElementDescriptor",
-    "RepeatedSubsample",
-    "SOAPKernelRidge",
-    "compare",
-    "equivalent_training_size",
-    "learning_curve",
-    "load_cgcnn_folder",
-    "load_matbench",
-    "load_table",
-    "make_baseline",
-    "markdown_table",
-    "paired_ttest",
-    "summarize",
-]
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'crysk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

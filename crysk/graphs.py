@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: featurizing never needs it
+    import torch
 
 __all__ = ["CrystalGraphs", "GraphTensors", "concatenate"]
 
@@ -38,6 +40,8 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _torch_ranges(starts: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
+    import torch
+
     shift = starts - (torch.cumsum(lengths, 0) - lengths)
     return torch.repeat_interleave(shift, lengths, output_size=total) + torch.arange(
         total, device=starts.device
@@ -344,6 +348,8 @@ def concatenate(parts: Sequence[CrystalGraphs]) -> CrystalGraphs:
 
 
 def _tensor(array: np.ndarray, device: torch.device, dtype=None) -> torch.Tensor:
+    import torch
+
     """``array`` as a tensor on ``device``, sharing its memory on the CPU when the dtype allows."""
     array = array if dtype is None else array.astype(dtype, copy=False)
     if device.type == "cpu" and array.flags.writeable:
@@ -366,6 +372,8 @@ class GraphTensors:
     """
 
     def __init__(self, graphs: CrystalGraphs, device: str | torch.device = "cpu"):
+        import torch
+
         dev = torch.device(device)
         self.device = dev
         self.n_crystals = len(graphs)
@@ -400,6 +408,8 @@ class GraphTensors:
             ``crystal_index`` (n_atoms,) giving each atom's crystal in the
             batch, and ``n_atoms`` (n_crystals,).
         """
+        import torch
+
         if indices is None:
             atoms = self.atomic_numbers
             deg = self.degrees
