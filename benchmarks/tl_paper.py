@@ -257,7 +257,7 @@ def pretrain(name: str, graphs, y: np.ndarray, args, clock: Clock) -> Path:
     model, done = fit_resumable(make, graphs, y, final, args.pretrain_epochs, f"pretraining {name}")
     best = min((r["valid_mae"] for r in model.history), default=float("nan"))
     print(f"  {name}: {len(y)} crystals, {args.pretrain_epochs} epochs, best epoch "
-          f"{done + (model.best_epoch_ or 0)}, validation MAE {best:.4f}", flush=True)
+          f"{model.best_epoch_}, validation MAE {best:.4f}", flush=True)
     clock.stage(f"pretrain {name}", t)
     return final
 

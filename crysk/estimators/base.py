@@ -32,7 +32,7 @@ from ..transfer import (
     scaler_state,
     transfer_weights,
 )
-from .callbacks import RestoreBestWeights, ValidMAE
+from .callbacks import ResumeSchedule, RestoreBestWeights, StopOnNonFinite, ValidMAE, read_resume_state
 from .data import GraphBatch, GraphBatchIterator, GraphDataset
 
 __all__ = ["CrystalNet", "CrystalNetRegressor", "register_estimator", "estimator_from_checkpoint"]
@@ -184,6 +184,8 @@ class CrystalNet(NeuralNet):
                 "lr_scheduler",
                 LRScheduler(policy="MultiStepLR", milestones=milestones, gamma=self.gamma),
             ),
+            ("stop_on_nonfinite", StopOnNonFinite()),
+            ("resume", ResumeSchedule()),
             ("restore_best", RestoreBestWeights(self._monitor)),
             ("print_log", PrintLog()),
         ]
@@ -289,18 +291,36 @@ class CrystalNet(NeuralNet):
     def check_data(self, X, y):  # the checks happen in fit, before featurizing
         pass
 
-    def _train(self, graphs: CrystalGraphs, y: np.ndarray | None) -> None:
-        """Initialise and run skorch's training loop on prepared graphs and targets."""
+    def _train(self, graphs: CrystalGraphs, y: np.ndarray | None, resume_from: Any = None) -> None:
+        """Initialise and run skorch's training loop on prepared graphs and targets.
+
+        ``resume_from`` (a checkpoint of this estimator, see
+        :func:`~crysk.estimators.callbacks.read_resume_state`) continues an
+        interrupted run: its weights, the epochs still to run, the learning
+        rate schedule and its best score (see :class:`ResumeSchedule`).
+        """
         # set before training so that checkpoint callbacks can save mid-fit
         self.graph_settings_ = self.graph_settings
         if str(self.device).startswith("cpu"):
             tune_malloc()
+        self._resume_state = None if resume_from is None else read_resume_state(self, resume_from)
         try:
             self.initialize()
+            epochs = self.max_epochs
+            if self._resume_state is not None:
+                self.module_.load_state_dict(self._resume_state.state_dict)
+                epochs = max(self.max_epochs - self._resume_state.epochs_done, 0)
             # NeuralNet.fit would call the subclass's partial_fit, which prepares y again
-            NeuralNet.partial_fit(self, graphs, y)
+            NeuralNet.partial_fit(self, graphs, y, epochs=epochs)
         finally:
             self.fit_validation_ = None
+            self._resume_state = None
+
+    def _best_score(self) -> float | None:
+        """The validation score of the kept (best) epoch, from the history; None without one."""
+        key = self._monitor.removesuffix("_best")
+        scores = [row[key] for row in getattr(self, "history_", None) or [] if row.get(self._monitor) and key in row]
+        return float(scores[-1]) if scores else None
 
     # ------------------------------------------------------------------ fitted state
     def _check_fitted(self) -> None:
@@ -338,6 +358,8 @@ class CrystalNet(NeuralNet):
             "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
             "graph_settings": dict(self.graph_settings),
             "best_epoch": None if self.best_epoch_ is None else int(self.best_epoch_),
+            # with best_epoch, what fit(resume_from=...) needs to continue the run
+            "best_score": self._best_score(),
             **self._checkpoint_state(),
         }
         return save_checkpoint(path, payload)
@@ -422,14 +444,28 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
         **fit_params
             ``X_valid`` and ``y_valid`` give an explicit validation set
             instead of splitting ``validation_fraction`` off ``X``.
+            ``resume_from``: a checkpoint this estimator class wrote (e.g.
+            the :class:`~crysk.estimators.SaveBestCheckpoint` file of an
+            interrupted fit with the same data and parameters): training
+            continues after its epoch, up to ``max_epochs`` in all, with the
+            learning rate where the schedule had it, and ends with the best
+            epoch of the whole run. Optimiser momentum and batch order start
+            afresh.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        NonFiniteLossError
+            If the loss or a gradient becomes NaN or infinite; the best
+            weights so far are kept.
         """
         self._check_params()
         X_valid = fit_params.pop("X_valid", None)
         y_valid = fit_params.pop("y_valid", None)
+        resume_from = fit_params.pop("resume_from", None)
         if fit_params:
             raise TypeError(f"unexpected fit parameters: {sorted(fit_params)}")
         graphs = self._as_graphs(X)
@@ -448,7 +484,7 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
             self.fit_validation_ = (g_valid, self.target_scaler_.transform(yv))
         self.shuffle_rng_ = np.random.default_rng(int(self._seeds()[2]))
         self.best_epoch_ = None
-        self._train(graphs, y_scaled)
+        self._train(graphs, y_scaled, resume_from)
         return self
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):

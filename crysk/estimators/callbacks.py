@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import copy
+import math
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 from skorch.callbacks import Callback
 
-__all__ = ["ValidMAE", "RestoreBestWeights", "SaveBestCheckpoint"]
+__all__ = [
+    "ValidMAE",
+    "RestoreBestWeights",
+    "SaveBestCheckpoint",
+    "StopOnNonFinite",
+    "NonFiniteLossError",
+    "ResumeSchedule",
+    "ResumeState",
+    "read_resume_state",
+]
 
 
 class ValidMAE(Callback):
@@ -99,3 +112,181 @@ class SaveBestCheckpoint(Callback):
         if monitor is None or row.get(monitor):
             net.best_epoch_ = row["epoch"]
             net.save_pretrained(self.path)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged: the loss or a gradient became NaN or infinite.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch (counted from 1) of the failing batch.
+    batch : int
+        The training batch (counted from 1) within that epoch.
+    lr : float
+        The learning rate of the first parameter group at that moment.
+    """
+
+    def __init__(self, message: str, epoch: int, batch: int, lr: float):
+        super().__init__(message)
+        self.epoch, self.batch, self.lr = epoch, batch, lr
+
+
+class StopOnNonFinite(Callback):
+    """Stop a fit at the first NaN or infinite loss or gradient, keeping the best weights.
+
+    The gradients are checked before the optimiser applies them, so the
+    weights are never overwritten with NaN. When an epoch already improved
+    the validation score, its weights (held by :class:`RestoreBestWeights`)
+    are put back, so the estimator stays usable; otherwise the weights are
+    those before the failing step. Then :class:`NonFiniteLossError` is
+    raised, naming the epoch, the batch and the learning rate.
+    """
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.batch_ = 0
+
+    def on_batch_begin(self, net, batch=None, training=None, **kwargs):
+        if training:
+            self.batch_ += 1
+
+    def on_grad_computed(self, net, named_parameters, batch=None, training=None, **kwargs):
+        if not training:
+            return
+        grads = [p.grad for _, p in named_parameters if p.grad is not None]
+        # one reduction over all gradients: a NaN or inf loss makes them non-finite too
+        if grads and not bool(torch.isfinite(torch.stack([g.detach().sum() for g in grads])).all()):
+            self._stop(net, "the loss or its gradient")
+
+    def on_batch_end(self, net, batch=None, training=None, loss=None, **kwargs):
+        if training and loss is not None and not math.isfinite(float(torch.as_tensor(loss).detach())):
+            self._stop(net, "the training loss")
+
+    def _stop(self, net, what: str) -> None:
+        epoch = len(net.history) + getattr(getattr(net, "_resume_state", None), "epochs_done", 0)
+        lr = float(net.optimizer_.param_groups[0]["lr"])
+        restore = dict(net.callbacks_).get("restore_best")
+        best = getattr(restore, "best_state_", None)
+        if best is not None:
+            net.module_.load_state_dict(best)
+            net.best_epoch_ = restore.best_epoch_
+            kept = f"the weights of the best epoch so far ({restore.best_epoch_}) are kept"
+        else:
+            kept = "no epoch had improved the validation score yet; the weights are those before this step"
+        raise NonFiniteLossError(
+            f"{what} became NaN or infinite at epoch {epoch}, batch {self.batch_} (lr {lr:g}); "
+            f"training stopped and {kept}. The learning rate is probably too high for these data: "
+            "try lr ten times smaller, or optimizer='adam'",
+            epoch, self.batch_, lr,
+        )
+
+
+@dataclass
+class ResumeState:
+    """Where an interrupted fit stopped, read from a checkpoint.
+
+    Attributes
+    ----------
+    path : str
+        The checkpoint.
+    epochs_done : int
+        Epochs of the whole run the checkpoint holds (its ``best_epoch``).
+    best_score : float
+        Its validation score (``inf`` when unknown, so any epoch improves).
+    state_dict : dict
+        Its weights.
+    """
+
+    path: str
+    epochs_done: int
+    best_score: float
+    state_dict: dict
+
+
+def read_resume_state(net, path) -> ResumeState:
+    """Read the resume point of ``net`` from a crysk checkpoint (e.g. a :class:`SaveBestCheckpoint` file).
+
+    Parameters
+    ----------
+    net : CrystalNet
+        The estimator that resumes; the checkpoint must hold the same class.
+    path : str or os.PathLike
+
+    Returns
+    -------
+    ResumeState
+
+    Raises
+    ------
+    CheckpointError
+        If the file is not a crysk checkpoint of this estimator class with
+        its graph settings, or does not record its epoch.
+    """
+    from ..transfer import CheckpointError, read_weights
+
+    source = read_weights(path)
+    ckpt = source.checkpoint or {}
+    name = type(net).__name__
+    if source.kind != "crysk" or ckpt.get("estimator") != name:
+        raise CheckpointError(
+            f"cannot resume a {name} from {source.description}: resume_from= needs a checkpoint that a {name} "
+            "wrote (save_pretrained or SaveBestCheckpoint); use warm_start_from= to start a new fit from other weights"
+        )
+    if source.graph_settings != net.graph_settings:
+        raise CheckpointError(
+            f"cannot resume from {source.description}: it was made with graph settings {source.graph_settings}, "
+            f"this estimator uses {net.graph_settings}"
+        )
+    done = ckpt.get("best_epoch")
+    if done is None:
+        raise CheckpointError(f"{source.description} does not record its epoch, so a fit cannot resume from it")
+    score = ckpt.get("best_score")
+    return ResumeState(str(path), int(done), math.inf if score is None else float(score), dict(source.state_dict))
+
+
+class ResumeSchedule(Callback):
+    """Continue an interrupted run from :attr:`CrystalNet._resume_state` (set by ``fit(resume_from=...)``).
+
+    Epochs are numbered over the whole run; the learning-rate schedule is
+    stepped past the epochs already done; an epoch counts as the best only
+    if it beats the checkpoint's score, so neither :class:`RestoreBestWeights`
+    nor :class:`SaveBestCheckpoint` replaces the checkpoint with a worse
+    epoch. If no epoch beats it, the fit ends with the checkpoint's weights.
+    Does nothing on an ordinary fit.
+    """
+
+    def on_train_begin(self, net, **kwargs):
+        self.state_ = getattr(net, "_resume_state", None)
+        self.improved_ = False
+        if self.state_ is None:
+            return
+        scheduler = getattr(dict(net.callbacks_).get("lr_scheduler"), "lr_scheduler_", None)
+        if scheduler is not None:
+            with warnings.catch_warnings():
+                # stepping before any optimiser step is the point here: the epochs already ran
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                for _ in range(self.state_.epochs_done):
+                    scheduler.step()
+
+    def on_epoch_begin(self, net, **kwargs):
+        if self.state_ is not None:
+            net.history.record("epoch", self.state_.epochs_done + len(net.history))
+
+    def on_epoch_end(self, net, **kwargs):
+        if self.state_ is None:
+            return
+        row = net.history[-1]
+        monitor = net._monitor
+        score = row.get(monitor.removesuffix("_best"))
+        better = bool(row.get(monitor)) and score is not None and score < self.state_.best_score
+        if monitor in row:
+            net.history.record(monitor, better)
+        if better:
+            self.state_.best_score = float(score)
+            self.improved_ = True
+
+    def on_train_end(self, net, **kwargs):
+        if self.state_ is not None and not self.improved_ and math.isfinite(self.state_.best_score):
+            # no epoch of this piece beat the checkpoint: it holds the run's best
+            net.module_.load_state_dict(self.state_.state_dict)
+            net.best_epoch_ = self.state_.epochs_done

@@ -217,7 +217,9 @@ class CrysAE(CrystalNet, TransformerMixin):
             Accepted for Pipeline compatibility.
         **fit_params
             ``X_valid``: explicit validation structures instead of splitting
-            ``validation_fraction`` off ``X``.
+            ``validation_fraction`` off ``X``. ``resume_from``: continue an
+            interrupted fit from its checkpoint (see
+            :meth:`CGCNNRegressor.fit <crysk.CGCNNRegressor.fit>`).
 
         Returns
         -------
@@ -225,6 +227,7 @@ class CrysAE(CrystalNet, TransformerMixin):
         """
         self._check_params()
         X_valid = fit_params.pop("X_valid", None)
+        resume_from = fit_params.pop("resume_from", None)
         if fit_params:
             raise TypeError(f"unexpected fit parameters: {sorted(fit_params)}")
         graphs = self._as_graphs(X)
@@ -234,7 +237,7 @@ class CrysAE(CrystalNet, TransformerMixin):
         self.shuffle_rng_ = np.random.default_rng(int(self._seeds()[2]))
         self.sampling_rng_ = torch.Generator().manual_seed(int(self._seeds()[2]) + 1)
         self.best_epoch_ = None
-        self._train(graphs, None)
+        self._train(graphs, None, resume_from)
         return self
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
