@@ -169,9 +169,28 @@ def _parse_text(text: str, fmt: str | None, index, id) -> Structure:
         ) from exc
 
 
+# an element symbol with an optional count, repeated: "NaCl", "Fe2O3", "LiFePO4"
+_FORMULA = re.compile(r"^(?:[A-Z][a-z]?\d*(?:\.\d+)?)+$")
+
+
 def _from_path(path: Path, index, id) -> Structure:
+    if path.is_dir():
+        raise CrystalInputError(
+            f"{str(path)!r} is a folder, not a structure file: pass the CIF files in it "
+            "(e.g. sorted(Path(folder).glob('*.cif'))) or load it with crysk.load_cgcnn_folder",
+            index,
+            id,
+        )
     if not path.is_file():
-        raise CrystalInputError(f"file {str(path)!r} does not exist", index, id)
+        text = str(path)
+        if _FORMULA.match(text) and not path.suffix:
+            raise CrystalInputError(
+                f"{text!r} looks like a chemical formula, not a structure: crysk needs atom positions and a "
+                "cell. Pass a CIF/POSCAR file, CIF text, a pymatgen Structure or an ASE Atoms",
+                index,
+                id,
+            )
+        raise CrystalInputError(f"file {text!r} does not exist", index, id)
     name = path.name.lower()
     if name.endswith(".cif") or name.endswith(".cif.gz"):
         import gzip

@@ -442,6 +442,12 @@ def _match_freeze_entry(module, names: list[str], entry: str) -> list[str]:
         children = getattr(module, block, None)
         if not isinstance(children, torch.nn.ModuleList):
             return []
+        for bound in (lo, hi):
+            if bound and int(bound) > len(children):
+                raise ValueError(
+                    f"freeze={entry!r} asks for {block} up to {int(bound)}, but this model has {len(children)} "
+                    f"{block}; use {block}[:{len(children)}] or fewer (or change n_conv)"
+                )
         idx = range(len(children))[slice(int(lo) if lo else None, int(hi) if hi else None)]
         prefixes = [f"{block}.{i}." for i in idx]
         return [n for n in names if n.startswith(tuple(prefixes))]

@@ -48,7 +48,10 @@ _LOSSES = {"mse": torch.nn.MSELoss, "l1": torch.nn.L1Loss, "mae": torch.nn.L1Los
 def _check_targets(y: Any, n: int) -> np.ndarray:
     if y is None:
         raise ValueError("y is required: this estimator is supervised")
-    y = np.asarray(y, dtype=np.float64) if not hasattr(y, "to_numpy") else y.to_numpy(dtype=np.float64)
+    try:
+        y = np.asarray(y, dtype=np.float64) if not hasattr(y, "to_numpy") else y.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(_non_numeric_targets(y)) from exc
     if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
         raise ValueError(f"y must be 1-D (one target) or 2-D (several), got shape {y.shape}")
     if len(y) != n:
@@ -63,6 +66,20 @@ def _check_targets(y: Any, n: int) -> np.ndarray:
             "drop those crystals or fill their targets before fitting"
         )
     return y
+
+
+def _non_numeric_targets(y: Any) -> str:
+    """Say which value of ``y`` is not a number (for the error of :func:`_check_targets`)."""
+    values = np.asarray(y, dtype=object).ravel()
+    for i, value in enumerate(values):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return (
+                f"y must hold numbers (regression targets), but y[{i}] is {value!r}; convert the targets "
+                "to floats, or encode categories as numbers"
+            )
+    return "y must hold numbers (regression targets) in a 1-D or 2-D array"
 
 
 class CrystalNet(NeuralNet):
@@ -210,13 +227,11 @@ class CrystalNet(NeuralNet):
         transferred = set(self.transfer_report_.loaded) if self.transfer_report_ else set()
         fresh = [name for name in self.frozen_parameters_ if name not in transferred]
         if fresh:
-            import warnings
+            from .._warnings import warn_user
 
-            warnings.warn(
+            warn_user(
                 f"freeze={self.freeze!r} keeps {len(fresh)} freshly initialised (not transferred) tensors fixed, "
-                f"e.g. {fresh[:3]}: they will stay random. Check warm_start_from and the layer widths",
-                UserWarning,
-                stacklevel=2,
+                f"e.g. {fresh[:3]}: they will stay random. Check warm_start_from and the layer widths"
             )
         for name, param in module.named_parameters():
             param.requires_grad_(name not in frozen)
@@ -527,6 +542,8 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
         numpy.ndarray of shape (n_crystals,) or (n_crystals, n_targets)
         """
         scaled = self.predict_scaled(X)
+        if len(scaled) == 0:  # no crystals, no predictions (the scaler would refuse 0 rows)
+            return np.zeros((0,) if self.y_ndim_ == 1 else (0, self.n_outputs_))
         out = self.target_scaler_.inverse_transform(scaled)
         return out.ravel() if self.y_ndim_ == 1 else out
 
