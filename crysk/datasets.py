@@ -193,6 +193,13 @@ def _parse_chunk(items: Sequence, ids: Sequence, start: int, column: str, errors
     return structures, [start + k for k in kept], failed
 
 
+def _shutdown_workers() -> None:
+    """Stop joblib's reusable worker processes (loky) and wait until they are gone."""
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True, kill_workers=True)
+
+
 def _parse_all(
     items: Sequence, ids: Sequence, column: str, n_jobs: int | None, errors: str, verbose: bool
 ) -> tuple[list, list[int], list[CrystalInputError]]:
@@ -204,19 +211,23 @@ def _parse_all(
     tasks = [
         (items[s : s + chunk], ids[s : s + chunk], s, column, errors) for s in starts
     ]
-    if n_jobs == 1:
-        parts = (_parse_chunk(*t) for t in tasks)
-    else:
-        parts = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_parse_chunk)(*t) for t in tasks)
-    if verbose:
-        from tqdm.auto import tqdm
+    with contextlib.ExitStack() as stack:
+        if n_jobs == 1:
+            parts = (_parse_chunk(*t) for t in tasks)
+        else:
+            # the workers hold parsed structures (gigabytes for a large table), so
+            # none may outlive the call: shut joblib's worker pool down on leaving
+            stack.callback(_shutdown_workers)
+            parts = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_parse_chunk)(*t) for t in tasks)
+        if verbose:
+            from tqdm.auto import tqdm
 
-        parts = tqdm(parts, total=len(tasks), desc="parsing structures", unit="chunk")
-    structures, kept, failed = [], [], []
-    for s, k, f in parts:
-        structures.extend(s)
-        kept.extend(k)
-        failed.extend(f)
+            parts = tqdm(parts, total=len(tasks), desc="parsing structures", unit="chunk")
+        structures, kept, failed = [], [], []
+        for s, k, f in parts:
+            structures.extend(s)
+            kept.extend(k)
+            failed.extend(f)
     if failed:
         warnings.warn(
             f"left out {len(failed)} of {n} records that could not be used (see Dataset.skipped); "
@@ -225,6 +236,33 @@ def _parse_all(
             stacklevel=3,
         )
     return structures, kept, failed
+
+
+def _check_selection(nrows: int | None, ids: Sequence | None) -> list | None:
+    if nrows is not None and ids is not None:
+        raise ValueError("give nrows or ids, not both")
+    if nrows is not None and (not isinstance(nrows, (int, np.integer)) or isinstance(nrows, bool) or nrows < 0):
+        raise ValueError(f"nrows must be a non-negative integer, got {nrows!r}")
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)):
+        raise ValueError(f"ids must be a list of record ids, got the single string {ids!r}; wrap it in a list")
+    wanted = list(ids)
+    _check_unique(wanted, "ids")
+    return wanted
+
+
+def _order_by_ids(df: pd.DataFrame, id_values: Sequence, wanted: list, where: str) -> pd.DataFrame:
+    """The rows of ``df`` whose id is in ``wanted``, in the order of ``wanted``."""
+    position = {}
+    for k, value in enumerate(id_values):
+        position.setdefault(value, k)
+        position.setdefault(str(value), k)  # "123" in ids finds the integer id 123 of a JSON file
+    missing = [i for i in wanted if i not in position and str(i) not in position]
+    if missing:
+        raise ValueError(f"{where} has no records with ids {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    rows = [position[i] if i in position else position[str(i)] for i in wanted]
+    return df.iloc[rows].reset_index(drop=True)
 
 
 def _check_unique(ids: Sequence, where: str) -> None:
@@ -293,6 +331,8 @@ def load_cgcnn_folder(
     n_jobs: int | None = 1,
     errors: str = "raise",
     verbose: bool = False,
+    nrows: int | None = None,
+    ids: Sequence | None = None,
 ) -> Dataset:
     """Load a data folder in the classic CGCNN layout.
 
@@ -313,6 +353,12 @@ def load_cgcnn_folder(
         listed in :attr:`Dataset.skipped`.
     verbose : bool, default=False
         Show a progress bar.
+    nrows : int, optional
+        Load only the first ``nrows`` records of ``id_prop.csv``; the other
+        CIF files are never opened.
+    ids : sequence, optional
+        Load only these records (in this order); the other CIF files are
+        never opened. An id that is not in ``id_prop.csv`` raises.
 
     Returns
     -------
@@ -340,7 +386,13 @@ def load_cgcnn_folder(
         )
         logger.info(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
+    wanted = _check_selection(nrows, ids)
     ids, targets = _read_id_prop(folder / "id_prop.csv")
+    if nrows is not None:
+        ids, targets = ids[:nrows], targets.iloc[:nrows]
+    elif wanted is not None:
+        targets = _order_by_ids(targets, ids, wanted, repr(str(folder / "id_prop.csv")))
+        ids = [str(i) for i in wanted]
     paths = [folder / f"{i}.cif" for i in ids]
     return _build(paths, ids, targets, None, "cif", str(folder), n_jobs, errors, verbose)
 
@@ -357,13 +409,37 @@ def _suffixes(path: Path) -> tuple[str, bool]:
     return Path(name).suffix, gz
 
 
-def _read_records(path: Path) -> pd.DataFrame:
-    """The records of a table file; CSV cells stay text (see :func:`_infer_numeric`)."""
+def _read_records(path: Path, nrows: int | None = None, wanted: list | None = None, id_col: str | None = None
+                  ) -> pd.DataFrame:
+    """The records of a table file; CSV cells stay text (see :func:`_infer_numeric`).
+
+    With ``nrows``, reading stops after that many records; with ``wanted``
+    (ids in ``id_col``), it keeps only those records and stops once all are
+    found (JSON lines and CSV; a JSON list is read whole).
+    """
     fmt, gz = _suffixes(path)
     opener = gzip.open if gz else open
+    wanted_set = None if wanted is None else set(wanted) | {str(i) for i in wanted}
+
+    def keep(record_id) -> bool:
+        return record_id in wanted_set or str(record_id) in wanted_set
+
     if fmt == ".csv":
         with opener(path, "rt", encoding="utf-8", newline="") as fh:
-            return pd.read_csv(fh, dtype=str, keep_default_na=False)
+            if wanted is None:
+                return pd.read_csv(fh, dtype=str, keep_default_na=False, nrows=nrows)
+            if id_col is None:
+                raise ValueError("ids= selects records by their id column: give id_col")
+            found, parts = set(), []
+            for chunk in pd.read_csv(fh, dtype=str, keep_default_na=False, chunksize=2000):
+                if id_col not in chunk.columns:
+                    return chunk  # load_table reports the missing column
+                hit = chunk[chunk[id_col].map(keep)]
+                parts.append(hit)
+                found.update(hit[id_col])
+                if len(found) >= len(wanted):
+                    break
+            return pd.concat(parts, ignore_index=True)
     if fmt not in (".jsonl", ".ndjson", ".json"):
         raise ValueError(
             f"cannot tell the format of {str(path)!r}: use a .csv, .jsonl/.ndjson (JSON lines) or .json "
@@ -375,15 +451,29 @@ def _read_records(path: Path) -> pd.DataFrame:
             first = fh.read(1)
         if first == "[":
             records = json.loads(first + fh.read())
+            if nrows is not None:
+                records = records[:nrows]
+            elif wanted is not None:
+                records = [r for r in records if not isinstance(r, dict) or keep(r.get(id_col))]
         else:
-            records = []
+            records, found = [], 0
             # JSON lines: the character already read belongs to the first line
             for line_no, line in enumerate(itertools.chain([first + fh.readline()], fh), start=1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{str(path)!r} line {line_no} is not valid JSON ({exc})") from exc
+                if nrows is not None and len(records) >= nrows:
+                    break  # stop reading: the rest of the file is never decompressed
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{str(path)!r} line {line_no} is not valid JSON ({exc})") from exc
+                if wanted is not None:
+                    if not isinstance(record, dict) or not keep(record.get(id_col)):
+                        continue
+                    found += 1
+                records.append(record)
+                if wanted is not None and found >= len(wanted):
+                    break
     if not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{str(path)!r}: expected JSON objects (one per record), got other values")
     return pd.DataFrame.from_records(records)
@@ -433,6 +523,8 @@ def load_table(
     n_jobs: int | None = 1,
     errors: str = "raise",
     verbose: bool = False,
+    nrows: int | None = None,
+    ids: Sequence | None = None,
 ) -> Dataset:
     """Load a table of structures and targets.
 
@@ -461,6 +553,13 @@ def load_table(
         warned about and listed in :attr:`Dataset.skipped`.
     verbose : bool, default=False
         Show a progress bar.
+    nrows : int, optional
+        Load only the first ``nrows`` records: reading stops there, so a
+        large (compressed) file costs only what is used.
+    ids : sequence, optional
+        Load only the records with these ids (values of ``id_col``), in this
+        order; reading of a JSON-lines or CSV file stops once all are found.
+        An id that is not in the file raises.
 
     Returns
     -------
@@ -482,10 +581,17 @@ def load_table(
     ...            target_cols=["bulk_modulus_vrh"], id_col="mp_id")  # doctest: +SKIP
     """
     _check_errors(errors)
+    wanted = _check_selection(nrows, ids)
+    if wanted is not None and id_col is None:
+        raise ValueError("ids= selects records by their id column: give id_col")
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"{str(path)!r} is a folder, not a table file; for a CGCNN folder (id_prop.csv and CIFs) use load_cgcnn_folder"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist")
-    df = _read_records(path)
+    df = _read_records(path, nrows, wanted, id_col)
     if _suffixes(path)[0] == ".csv":
         df = _infer_numeric(df, {structure_col, id_col})
     columns = list(df.columns)
@@ -497,6 +603,8 @@ def load_table(
     need(structure_col, "structure")
     if id_col is not None:
         need(id_col, "id")
+        if wanted is not None:
+            df = _order_by_ids(df, df[id_col].tolist(), wanted, repr(str(path)))
         if df[id_col].isna().any():
             first = int(np.flatnonzero(df[id_col].isna().to_numpy())[0])
             raise ValueError(f"{str(path)!r}: record #{first} has no id in column {id_col!r}")
