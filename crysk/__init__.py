@@ -41,6 +41,12 @@ _LAZY = {
     "summarize": "evaluation",
 }
 
+# submodules reachable as attributes (``crysk.transfer.load_checkpoint``), as with eager imports
+_SUBMODULES = {
+    "baselines", "cli", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
+    "graphs", "nn", "plotting", "structures", "targets", "transfer",
+}
+
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
@@ -63,6 +69,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'crysk' has no attribute {name!r}")
@@ -72,4 +80,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)

@@ -241,6 +241,75 @@ class CrystalGraphs:
         state["_edge_offsets"] = None
         return state
 
+    # -- files -------------------------------------------------------------------
+    def save(self, path) -> "Path":
+        """Write the graphs to a ``.npz`` file (numpy arrays, no pickled objects).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Written atomically, with the umask's permissions.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        import json
+        from pathlib import Path
+
+        from ._files import atomic_open
+
+        arrays = {
+            "atomic_numbers": self.atomic_numbers, "degrees": self.degrees, "neighbors": self.neighbors,
+            "distances": self.distances, "atom_offsets": self.atom_offsets,
+            "settings": np.array(json.dumps(self.settings)),
+        }
+        if self.ids is not None:
+            ids = list(self.ids)
+            # ids keep their type when they are all integers; anything else is stored as text
+            numeric = all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids)
+            arrays["ids"] = np.array(ids, dtype=np.int64) if numeric else np.array([str(i) for i in ids], dtype=str)
+        path = Path(path)
+        with atomic_open(path) as fh:
+            np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "CrystalGraphs":
+        """Read graphs written by :meth:`save` (never unpickles objects).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        CrystalGraphs
+
+        Raises
+        ------
+        ValueError
+            If the file is not a graphs file written by :meth:`save`.
+        """
+        import json
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{str(path)!r} is not a crystal graphs file written by CrystalGraphs.save ({exc})") from exc
+        needed = ("atomic_numbers", "degrees", "neighbors", "distances", "atom_offsets", "settings")
+        missing = [k for k in needed if k not in arrays]
+        if missing:
+            raise ValueError(f"{str(path)!r} is not a crystal graphs file written by CrystalGraphs.save (no {missing})")
+        ids = arrays.get("ids")
+        return cls(
+            *(arrays[k] for k in needed[:5]),
+            json.loads(str(arrays["settings"])),
+            None if ids is None else ids.tolist(),
+        )
+
     # -- per-crystal views ---------------------------------------------------------
     def element_counts(self) -> list[dict[int, int]]:
         """Atoms of each element in each crystal (its composition), as ``{Z: count}``.

@@ -110,8 +110,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         objects other than plain data and tensors.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{str(path)!r} is a folder, not a checkpoint file: pass the checkpoint file in it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    not_torch = _not_a_torch_file(path)
+    if not_torch:
+        # refuse before torch.load, whose errors on such files mislead ("pop from empty list")
+        raise CheckpointError(f"{str(path)!r} is not a crysk checkpoint: {not_torch}")
     try:
         obj = _torch_load(path)
     except pickle.UnpicklingError as exc:
@@ -130,6 +136,51 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dictionary")
     return dict(obj)
+
+
+# every file torch.save writes starts with one of these: a zip archive, or the legacy
+# format's pickled magic number
+_TORCH_HEADERS = (b"PK\x03\x04", b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"\x78\x01": "zlib", b"\x78\x9c": "zlib", b"\x78\xda": "zlib",
+               b"BZh": "bz2", b"\xfd7zXZ": "xz", b"\x04\x22\x4d\x18": "lz4"}
+
+
+def _not_a_torch_file(path: Path) -> str | None:
+    """What the file is, with the fix, when its first bytes show it is no torch file; else None."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith(_TORCH_HEADERS[0]):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None
+        if names and all(n.endswith(".npy") for n in names):
+            return ("it is a numpy .npz file (e.g. crystal graphs from `crysk featurize`), not a model; "
+                    "pass the model first and the graphs after it")
+        return None
+    if head.startswith(_TORCH_HEADERS[1]):
+        return None
+    if not head:
+        return "the file is empty (an interrupted copy or save?)"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return ("it is a Python pickle (e.g. joblib.dump or pickle.dump of an estimator or Pipeline); "
+                "load it in Python with joblib.load (only if you trust its source), or save the model "
+                "with est.save_pretrained(path)")
+    for magic, kind in _COMPRESSED.items():
+        if head.startswith(magic):
+            return (f"it is {kind}-compressed data (e.g. joblib.dump(..., compress=...)); load it in Python "
+                    "with joblib.load (only if you trust its source), or save the model with est.save_pretrained(path)")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # unknown binary: let torch.load try and report
+    first = text.strip().splitlines()[0][:60] if text.strip() else ""
+    if text.lstrip().startswith("data_") or "_cell_length_a" in text:
+        return "it is a CIF file (a structure): pass it as a structure to predict on, not as the model"
+    return f"it is a text file (it starts with {first!r}), not a model saved by crysk or CGCNN"
 
 
 def _last_line(exc: BaseException) -> str:
