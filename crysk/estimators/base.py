@@ -19,6 +19,7 @@ from skorch.callbacks import EpochTimer, LRScheduler, PassthroughScoring, PrintL
 from sklearn.exceptions import NotFittedError
 
 from .._malloc import tune_malloc
+from .._threads import resolve_n_threads, torch_threads
 from ..featurizer import CrystalGraphFeaturizer, check_settings, graph_settings
 from ..graphs import CrystalGraphs
 from ..targets import make_target_scaler
@@ -114,6 +115,7 @@ class CrystalNet(NeuralNet):
         warm_start_strict: bool = False,
         lr_transferred: float | None = None,
         n_jobs: int | None = None,
+        n_threads: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
         verbose: int = 0,
@@ -146,6 +148,7 @@ class CrystalNet(NeuralNet):
         self.warm_start_strict = warm_start_strict
         self.lr_transferred = lr_transferred
         self.n_jobs = n_jobs
+        self.n_threads = n_threads
         self.random_state = random_state
 
     # ------------------------------------------------------------------ params
@@ -326,7 +329,8 @@ class CrystalNet(NeuralNet):
                 self.module_.load_state_dict(self._resume_state.state_dict)
                 epochs = max(self.max_epochs - self._resume_state.epochs_done, 0)
             # NeuralNet.fit would call the subclass's partial_fit, which prepares y again
-            NeuralNet.partial_fit(self, graphs, y, epochs=epochs)
+            with torch_threads(resolve_n_threads(self.n_threads)):
+                NeuralNet.partial_fit(self, graphs, y, epochs=epochs)
         finally:
             self.fit_validation_ = None
             self._resume_state = None
@@ -527,7 +531,8 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
         graphs = self._as_graphs(X)
         if len(graphs) == 0:
             return np.zeros((0, self.n_outputs_))
-        outs = [yp.detach().float().cpu().numpy() for yp in self.forward_iter(graphs, training=False)]
+        with torch_threads(resolve_n_threads(self.n_threads)):
+            outs = [yp.detach().float().cpu().numpy() for yp in self.forward_iter(graphs, training=False)]
         return np.concatenate(outs).astype(np.float64)
 
     def predict(self, X: Any) -> np.ndarray:
@@ -595,7 +600,7 @@ _SIMPLE = (bool, int, float, str, type(None))
 def _plain_params(est) -> dict:
     """The hyperparameters worth storing: plain values only (no classes or objects)."""
     skip = {"warm_start_from", "freeze", "callbacks", "module", "criterion", "dataset", "iterator_train",
-            "iterator_valid", "train_split", "verbose", "n_jobs"}
+            "iterator_valid", "train_split", "verbose", "n_jobs", "n_threads"}
     out = {}
     for name, value in est.get_params(deep=False).items():
         if name in skip or name.startswith("_") or "__" in name:

@@ -73,6 +73,13 @@ class CGCNNRegressor(CrystalNetRegressor):
         freshly initialised ones); by default all use ``lr``.
     n_jobs : int, optional
         Processes for featurizing structures.
+    n_threads : int, optional
+        Torch threads during ``fit`` and ``predict`` (torch's own setting is
+        restored afterwards). ``None``: the cores not busy with other work
+        when the call starts (1-minute load average), at most torch's own
+        setting, since OpenMP threads that share busy cores slow training
+        down several-fold; ``-1``: torch's setting. Affects speed only (and
+        the last bits of floating-point sums).
     device : str, default="cpu"
         Torch device, e.g. ``"cuda"``. The training data moves there once.
     random_state : int, optional
@@ -133,6 +140,7 @@ class CGCNNRegressor(CrystalNetRegressor):
         warm_start_strict: bool = False,
         lr_transferred: float | None = None,
         n_jobs: int | None = None,
+        n_threads: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
         verbose: int = 0,
@@ -158,6 +166,7 @@ class CGCNNRegressor(CrystalNetRegressor):
             warm_start_strict=warm_start_strict,
             lr_transferred=lr_transferred,
             n_jobs=n_jobs,
+            n_threads=n_threads,
             device=device,
             random_state=random_state,
             verbose=verbose,

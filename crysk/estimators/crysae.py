@@ -68,6 +68,9 @@ class CrysAE(CrystalNet, TransformerMixin):
     warm_start_from, freeze, warm_start_strict, lr_transferred
         As for :class:`~crysk.CGCNNRegressor`.
     n_jobs : int, optional
+    n_threads : int, optional
+        Torch threads during ``fit`` and ``predict``, see
+        :class:`~crysk.CGCNNRegressor` (default: the cores not busy with other work).
     device : str, default="cpu"
     random_state : int, optional
     verbose : int, default=0
@@ -119,6 +122,7 @@ class CrysAE(CrystalNet, TransformerMixin):
         warm_start_strict: bool = False,
         lr_transferred: float | None = None,
         n_jobs: int | None = None,
+        n_threads: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
         verbose: int = 0,
@@ -142,6 +146,7 @@ class CrysAE(CrystalNet, TransformerMixin):
             warm_start_strict=warm_start_strict,
             lr_transferred=lr_transferred,
             n_jobs=n_jobs,
+            n_threads=n_threads,
             device=device,
             random_state=random_state,
             verbose=verbose,

@@ -67,6 +67,9 @@ class CrysXPPRegressor(CrystalNetRegressor):
         As for :class:`~crysk.CGCNNRegressor`; the selector is
         ``"selector"`` for ``freeze``.
     n_jobs : int, optional
+    n_threads : int, optional
+        Torch threads during ``fit`` and ``predict``, see
+        :class:`~crysk.CGCNNRegressor` (default: the cores not busy with other work).
     device : str, default="cpu"
     random_state : int, optional
     verbose : int, default=0
@@ -120,6 +123,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
         warm_start_strict: bool = False,
         lr_transferred: float | None = None,
         n_jobs: int | None = None,
+        n_threads: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
         verbose: int = 0,
@@ -145,6 +149,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
             warm_start_strict=warm_start_strict,
             lr_transferred=lr_transferred,
             n_jobs=n_jobs,
+            n_threads=n_threads,
             device=device,
             random_state=random_state,
             verbose=verbose,
