@@ -29,10 +29,19 @@ __all__ = [
     "describe",
     "too_close_error",
     "MIN_DISTANCE",
+    "MIN_PLANE_SPACING",
+    "MAX_CELL_VOLUME",
 ]
 
 #: Two atoms closer than this (in Å) are taken as a broken structure.
 MIN_DISTANCE = 0.5
+#: Smallest spacing between lattice planes (Å) of an accepted cell. A reduced cell with planes
+#: closer than this would put an atom this close to its own image; an unreduced one must be
+#: reduced first, since neighbour searches over such a cell need millions of periodic images.
+MIN_PLANE_SPACING = 0.5
+#: Largest accepted cell volume (Å^3): neighbour searches bin the cell into radius-sized boxes,
+#: so their memory grows with the volume (found by fuzzing: a 3e12 Å^3 cell asked for 375 GB).
+MAX_CELL_VOLUME = 1e8
 
 
 class CrystalInputError(ValueError):
@@ -362,6 +371,26 @@ def _validate(s: Structure, index, id, min_distance: float) -> np.ndarray:
         raise CrystalInputError("the lattice contains NaN or inf", index, id)
     if not np.isfinite(s.volume) or s.volume <= 1e-8:
         raise CrystalInputError(f"the lattice has zero volume ({s.volume}); it is not 3-D periodic", index, id)
+    if s.volume > MAX_CELL_VOLUME:
+        raise CrystalInputError(
+            f"the cell is huge ({s.volume:.3g} Å^3, more than {MAX_CELL_VOLUME:.0e}); the neighbour search would need "
+            "more memory than any machine has. Check the lattice's units (Å, not pm or bohr) and values",
+            index,
+            id,
+        )
+    # spacing between lattice planes: a neighbour search visits ~radius/spacing images per axis,
+    # so a cell that is nearly flat along one direction costs unbounded memory (found by fuzzing)
+    cross = np.cross(lattice[[1, 2, 0]], lattice[[2, 0, 1]])
+    spacing = abs(float(s.lattice.volume)) / np.linalg.norm(cross, axis=1)
+    if spacing.min() < MIN_PLANE_SPACING:
+        axis = "abc"[int(np.argmin(spacing))]
+        raise CrystalInputError(
+            f"the cell is nearly flat: its lattice planes are {spacing.min():.3g} Å apart across the {axis} axis "
+            f"(at least {MIN_PLANE_SPACING} Å needed). Check the lattice, or reduce the cell first "
+            "(structure.get_reduced_structure())",
+            index,
+            id,
+        )
     frac = s.frac_coords
     if not np.all(np.isfinite(frac)):
         bad = int(np.nonzero(~np.isfinite(frac).all(axis=1))[0][0])
