@@ -609,6 +609,21 @@ class SOAPKernelRidge(RegressorMixin, BaseEstimator):
         P = self._descriptors(X)
         return self._kernel(P, self.descriptors_) @ self.dual_coef_ + self.y_mean_
 
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """R² of the predictions (scikit-learn's regressor score).
+
+        Parameters
+        ----------
+        X : collection of structures
+        y : array-like of shape (n_crystals,)
+        sample_weight : array-like of shape (n_crystals,), optional
+
+        Returns
+        -------
+        float
+        """
+        return super().score(X, y, sample_weight=sample_weight)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False

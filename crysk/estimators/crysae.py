@@ -278,7 +278,7 @@ class CrysAE(CrystalNet, TransformerMixin):
         return np.concatenate(parts)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """Names of the embedding columns, ``crysae0 ... crysae{atom_fea_len-1}``."""
+        """Names of the embedding columns: ``crysae0`` to ``crysae{atom_fea_len-1}``."""
         return np.array([f"crysae{i}" for i in range(self.atom_fea_len)], dtype=object)
 
     def reconstruction_loss(self, X: Any) -> dict[str, float]:
