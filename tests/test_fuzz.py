@@ -178,6 +178,13 @@ def test_fuzzed_pymatgen_structures(parts):
     check(structure, "pymatgen Structure")
 
 
+@pytest.mark.slow
+@settings(max_examples=SLOW, **{**_SETTINGS, "derandomize": False})
+@given(lattice_and_sites())
+def test_fuzzed_pymatgen_structures_long(parts):
+    test_fuzzed_pymatgen_structures.hypothesis.inner_test(parts)
+
+
 @settings(max_examples=FAST, **_SETTINGS)
 @given(lattice_and_sites(), st.booleans())
 def test_fuzzed_ase_atoms(parts, periodic):
