@@ -65,10 +65,10 @@ def crysk_neighbours(cifs: list[str], radius: float, max_num_nbr: int) -> list[l
         a0, a1 = graphs.atom_offsets[i], graphs.atom_offsets[i + 1]
         e0 = int(graphs.degrees[:a0].sum(dtype=np.int64))
         per_atom = []
-        for deg in graphs.degrees[a0:a1]:
+        for deg in graphs.degrees[a0:a1].tolist():
             nbr, dist = graphs.neighbors[e0 : e0 + deg], graphs.distances[e0 : e0 + deg]
             per_atom.append(Counter((int(j), float(d)) for j, d in zip(nbr, dist)))
-            e0 += int(deg)
+            e0 += deg
         out.append(per_atom)
     return out
 
