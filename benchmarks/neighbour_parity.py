@@ -3,7 +3,10 @@
 The reference rule, as the original codes' ``CIFData`` apply it: parse the CIF
 with pymatgen (``Structure.from_str``), take ``get_all_neighbors(radius)``, sort
 each atom's list with Python's stable ``sorted(key=distance)`` and keep the
-first ``max_num_nbr``. This script implements that rule plainly and compares,
+first ``max_num_nbr``. This script implements that rule plainly (for speed it
+reads the per-atom lists from ``get_neighbor_list``, the arrays
+``get_all_neighbors`` is built from, and checks that shortcut against
+``get_all_neighbors`` itself on the first ``--verify`` structures) and compares,
 atom by atom, the *set* of (neighbour index, distance) pairs with the graphs
 ``CrystalGraphFeaturizer`` makes from the same CIF text (its default path,
 gemmi for P1 CIFs).
@@ -40,19 +43,40 @@ DATA = os.environ.get("CRYSK_DATA", os.path.join(os.path.dirname(__file__), ".."
 FILES = {"mp_gap": "mp_gap.jsonl.gz", "mp_eform": "mp_eform.jsonl.gz"}
 
 
-def reference_neighbours(cif: str, radius: float, max_num_nbr: int) -> list[Counter]:
-    """The original rule: pymatgen parse, get_all_neighbors, stable sort, first k."""
+def _parse(cif: str):
     from pymatgen.core import Structure
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        structure = Structure.from_str(cif, fmt="cif")
+        return Structure.from_str(cif, fmt="cif")
+
+
+def reference_neighbours(structure, radius: float, max_num_nbr: int) -> list[Counter]:
+    """The original rule: get_all_neighbors, Python's stable sort on distance, first k."""
     out = []
     for nbrs in structure.get_all_neighbors(radius):
         kept = sorted(nbrs, key=lambda x: x[1])[:max_num_nbr]
         # distances as crysk stores them (float32), so equal pairs compare equal
         out.append(Counter((int(nb.index), float(np.float32(nb.nn_distance))) for nb in kept))
     return out
+
+
+def reference_neighbours_fast(structure, radius: float, max_num_nbr: int) -> list[Counter]:
+    """The same rule from ``get_neighbor_list``, the arrays get_all_neighbors is built from.
+
+    get_all_neighbors groups get_neighbor_list's output by centre in output
+    order (dropping only coincident identical sites, which crysk rejects), so
+    the per-atom lists, and hence the stable sort, are the same; it avoids one
+    Python object per pair (~40x faster). ``--verify`` checks the equality.
+    """
+    centers, points, _, dist = structure.get_neighbor_list(radius)
+    per_atom: list[list] = [[] for _ in range(len(structure))]
+    for c, p, d in zip(centers.tolist(), points.tolist(), dist.tolist()):
+        per_atom[c].append((p, d))
+    return [
+        Counter((p, float(np.float32(d))) for p, d in sorted(nbrs, key=lambda x: x[1])[:max_num_nbr])
+        for nbrs in per_atom
+    ]
 
 
 def crysk_neighbours(cifs: list[str], radius: float, max_num_nbr: int) -> list[list[Counter]]:
@@ -73,18 +97,26 @@ def crysk_neighbours(cifs: list[str], radius: float, max_num_nbr: int) -> list[l
     return out
 
 
-def compare_chunk(records, radius, max_num_nbr):
-    """Count the atoms whose neighbour set differs, in a chunk of (id, cif) records."""
-    got_all = crysk_neighbours([cif for _, cif in records], radius, max_num_nbr)
-    n_atoms = 0
+def compare_chunk(records, radius, max_num_nbr, verify):
+    """Count the atoms whose neighbour set differs, in a chunk of (position, id, cif) records.
+
+    For records at positions below ``verify`` the fast reference is also
+    checked against the plain get_all_neighbors one.
+    """
+    got_all = crysk_neighbours([cif for _, _, cif in records], radius, max_num_nbr)
+    n_atoms, n_verified, n_unverified = 0, 0, 0
     differing = []
-    for (rid, cif), got in zip(records, got_all):
-        ref = reference_neighbours(cif, radius, max_num_nbr)
+    for (pos, rid, cif), got in zip(records, got_all):
+        structure = _parse(cif)
+        ref = reference_neighbours_fast(structure, radius, max_num_nbr)
+        if pos < verify:
+            n_verified += 1
+            n_unverified += reference_neighbours(structure, radius, max_num_nbr) != ref
         n_atoms += len(ref)
         bad = sum(a != b for a, b in zip(ref, got)) + abs(len(ref) - len(got))
         if bad:
             differing.append((rid, bad))
-    return len(records), n_atoms, differing
+    return len(records), n_atoms, differing, n_verified, n_unverified
 
 
 def read_records(path, limit=None):
@@ -100,6 +132,10 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="first N records of each data set")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=200)
+    parser.add_argument(
+        "--verify", type=int, default=2000,
+        help="also run the plain get_all_neighbors reference on the first N structures of each set",
+    )
     parser.add_argument("--radius", type=float, default=8.0)
     parser.add_argument("--max-num-nbr", type=int, default=12)
     args = parser.parse_args(argv)
@@ -110,10 +146,10 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for name in args.datasets:
         t0 = time.perf_counter()
-        records = read_records(os.path.join(DATA, FILES[name]), args.limit)
+        records = ((pos, rid, cif) for pos, (rid, cif) in enumerate(read_records(os.path.join(DATA, FILES[name]), args.limit)))
         chunks = iter(lambda: list(itertools.islice(records, args.chunk)), [])
         results = Parallel(n_jobs=args.n_jobs)(
-            delayed(compare_chunk)(c, args.radius, args.max_num_nbr) for c in chunks
+            delayed(compare_chunk)(c, args.radius, args.max_num_nbr, args.verify) for c in chunks
         )
         n_struct = sum(r[0] for r in results)
         n_atoms = sum(r[1] for r in results)
@@ -123,6 +159,8 @@ def main(argv=None):
         print(f"| {name} | {n_struct:,} | {n_atoms:,} | {n_bad} | {len(differing)} | {elapsed:.0f} |", flush=True)
         if differing:
             print(f"  first affected: {differing[:10]}")
+        n_verified, n_unverified = sum(r[3] for r in results), sum(r[4] for r in results)
+        print(f"  fast reference checked against get_all_neighbors on {n_verified:,} structures: {n_unverified} differ")
 
 
 if __name__ == "__main__":
