@@ -167,7 +167,9 @@ def _pymatgen_site_order(symbols: list[str], occupancies: list[float]) -> np.nda
 def _electronegativity(symbol: str) -> float:
     from pymatgen.core import Element
 
-    return float(Element(symbol).X)
+    # Element.X warns (and gives NaN) for elements without one, e.g. He
+    x = Element(symbol).data.get("X")
+    return float("nan") if x is None else float(x)
 
 
 def _is_p1(small) -> bool:
