@@ -182,13 +182,11 @@ def _load_dataset(args: argparse.Namespace):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped records are listed below
         if source.is_dir():
-            data = load_cgcnn_folder(source, n_jobs=args.n_jobs, errors=errors, verbose=tty)
+            data = load_cgcnn_folder(source, n_jobs=args.n_jobs, errors=errors, verbose=tty, nrows=args.nrows)
         else:
             targets = None if args.target is None else [args.target]
             data = load_table(source, structure_col=args.structure_col, target_cols=targets, id_col=args.id_col,
                               n_jobs=args.n_jobs, errors=errors, verbose=tty, nrows=args.nrows)
-    if source.is_dir() and args.nrows is not None:
-        data = data.subset(slice(0, args.nrows))
     print(f"read {len(data)} structures in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     if data.skipped:
         print(f"crysk: skipped {len(data.skipped)} records that could not be used:", file=sys.stderr)

@@ -131,3 +131,14 @@ def test_plain_progress_lines(capsys):
     progress.close()
     lines = stream.getvalue().splitlines()
     assert 5 <= len(lines) <= 11 and lines[-1].startswith("featurizing: 100/100 structures")
+
+
+def test_train_on_a_cgcnn_folder_and_resume(tmp_path, data_path):
+    folder = data_path / "cgcnn_format_sample"
+    model = tmp_path / "m.pt"
+    args = ["train", folder, "-o", model, "--epochs", "2", "--batch-size", "10", "--atom-fea-len", "8",
+            "--h-fea-len", "8", "--nrows", "30"]
+    result = crysk(*args)
+    assert result.returncode == 0, result.stderr
+    assert "on 30 structures" in result.stdout and model.is_file()
+    one_error_line(crysk(*args, "--resume"), "--resume: no interrupted run")

@@ -208,7 +208,7 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path, capsys, data):
 
 def test_unreadable_and_foreign_checkpoints(tmp_path):
     (tmp_path / "text.pt").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="not a crysk checkpoint: it is a text file"):
         read_weights(tmp_path / "text.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         read_weights(tmp_path / "missing.pt")
