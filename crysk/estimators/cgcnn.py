@@ -68,6 +68,15 @@ class CGCNNRegressor(CrystalNetRegressor):
     warm_start_strict : bool, default=False
         Raise :class:`~crysk.transfer.CheckpointError` unless every tensor
         matches.
+    warm_start_include : str or list of str, optional
+        Which layers to take from ``warm_start_from``, in the language of
+        ``freeze`` (``"embedding"``, ``"convs"``, ``"convs[:k]"``,
+        ``"all-but-head"``, name prefixes/patterns; a layer's batch-norm
+        statistics come with it). The rest starts fresh and is listed in
+        ``transfer_report_.initialized``. ``None`` (default) takes every
+        tensor that matches by name and shape. ``"convs"`` is the CrysXPP
+        authors' recipe: only the convolutions of a pretrained encoder, with
+        a fresh embedding.
     lr_transferred : float, optional
         Learning rate for the transferred tensors (``lr`` then applies to the
         freshly initialised ones); by default all use ``lr``.
@@ -131,6 +140,7 @@ class CGCNNRegressor(CrystalNetRegressor):
         warm_start_from: Any = None,
         freeze: Any = None,
         warm_start_strict: bool = False,
+        warm_start_include: Any = None,
         lr_transferred: float | None = None,
         n_jobs: int | None = None,
         device: str = "cpu",
@@ -156,6 +166,7 @@ class CGCNNRegressor(CrystalNetRegressor):
             warm_start_from=warm_start_from,
             freeze=freeze,
             warm_start_strict=warm_start_strict,
+            warm_start_include=warm_start_include,
             lr_transferred=lr_transferred,
             n_jobs=n_jobs,
             device=device,

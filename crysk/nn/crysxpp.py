@@ -36,11 +36,13 @@ class FeatureSelector(nn.Module):
 
 
 class CrysXPPNet(CGCNN):
-    """Feature selector → CrysAE-style encoder (no embedding bias) → mean pooling → MLP head.
+    """Feature selector → CrysAE-style encoder → mean pooling → MLP head.
 
     The encoder's tensor names are those of CrysAE and CGCNN (``embedding``,
     ``convs.*``), so a CrysAE checkpoint warm-starts it; the selector is
-    ``selector.weight``.
+    ``selector.weight`` (``mask`` in the authors' code). As there, the
+    selector multiplies the 92 element features elementwise before the
+    embedding.
 
     Parameters
     ----------
@@ -50,9 +52,14 @@ class CrysXPPNet(CGCNN):
     n_h : int, default=1
     n_out : int, default=1
     feature_selector : bool, default=True
-        Without it the model is a CGCNN with a bias-free embedding.
+        Without it the model is a CGCNN (with the embedding bias chosen by
+        ``embedding_bias``).
     radius : float, default=8.0
     step : float, default=0.2
+    embedding_bias : bool, default=False
+        ``False`` gives the CrysAE's bias-free embedding, so that all of a
+        CrysAE encoder transfers; the authors' released predictor has an
+        embedding with a bias (``True``).
     """
 
     def __init__(
@@ -65,8 +72,9 @@ class CrysXPPNet(CGCNN):
         feature_selector: bool = True,
         radius: float = 8.0,
         step: float = 0.2,
+        embedding_bias: bool = False,
     ):
-        super().__init__(atom_fea_len, n_conv, h_fea_len, n_h, n_out, radius, step, embedding_bias=False)
+        super().__init__(atom_fea_len, n_conv, h_fea_len, n_h, n_out, radius, step, embedding_bias=embedding_bias)
         if feature_selector:
             self.selector = FeatureSelector(self.element_table.shape[1])
 
