@@ -324,8 +324,11 @@ class TransferReport:
         Target tensors left freshly initialised (absent from the source, or
         of another shape), with the reason in ``reasons``.
     unused : list of str
-        Source tensors with no place in the target.
+        Source tensors that were not copied: no place in the target, another
+        shape, left out by ``warm_start_include``, or skipped by the source.
     reasons : dict of str to str
+        Why each tensor in ``initialized`` (and each skipped source tensor)
+        was not loaded.
     """
 
     source: str
@@ -372,6 +375,8 @@ def transfer_weights(
     module : torch.nn.Module
         The freshly initialised target.
     source : WeightSource
+        The weights (see :func:`read_weights`); tensors it marks as
+        ``skipped`` are never loaded.
     strict : bool, default=False
         Raise instead of leaving any tensor on either side unmatched.
     expected_settings : dict, optional

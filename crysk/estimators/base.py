@@ -362,7 +362,9 @@ class CrystalNet(NeuralNet):
         Parameters
         ----------
         path : str or os.PathLike
-            A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN one.
+            A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN
+            one, or for ``CrysXPPRegressor`` the CrysXPP authors'
+            ``model_best.pth.tar``.
         **params
             Hyperparameters to change after loading (e.g. ``device``).
 

@@ -56,7 +56,8 @@ class CGCNNRegressor(CrystalNetRegressor):
     warm_start_from : str, os.PathLike or fitted estimator, optional
         Start from these weights (transfer learning): a crysk checkpoint
         (``save_pretrained``), a fitted crysk estimator, an original CGCNN
-        ``.pth.tar`` file or the released CrysAE ``model_pretrain.pth``.
+        ``.pth.tar`` file, the CrysXPP authors' predictor
+        ``model_best.pth.tar`` or their released CrysAE ``model_pretrain.pth``.
         Tensors are matched by name and shape; the rest (e.g. a head of
         another width) starts fresh. Read at every ``fit``; the outcome is in
         ``transfer_report_``.

@@ -40,9 +40,11 @@ class CrysXPPRegressor(CrystalNetRegressor):
     atom_fea_len : int, default=64
         Width of the atom embeddings (must match a CrysAE to warm-start from).
     n_conv : int, default=3
+        Number of gated graph convolutions (3 in the paper and the CrysAE).
     h_fea_len : int, default=128
         Width of the hidden layer(s) of the head.
     n_h : int, default=1
+        Number of hidden layers of the head.
     feature_selector : bool, default=True
         ``False`` drops the selector (and its penalty): plain CGCNN-style
         training.
@@ -61,28 +63,44 @@ class CrysXPPRegressor(CrystalNetRegressor):
         authors' published training code does: 92 times weaker at the same
         ``λ``.
     radius : float, default=8.0
+        Neighbour cut-off (Å) and last Gaussian centre of the edge features.
     max_num_nbr : int, default=12
+        Nearest neighbours kept per atom.
     lr : float, default=0.01
         The paper's 0.03 (optimizer unstated) trained much worse with SGD
         here (test MAE 0.87 vs 0.43 eV/atom on 400 formation energies, 15
         epochs); 0.01 is CGCNN's.
     optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
+        The optimiser.
     momentum : float, default=0.9
+        SGD momentum (ignored by the other optimisers).
     weight_decay : float, default=0.0
+        L2 weight decay of the optimiser.
     lr_milestones : sequence of int, default=(100,)
+        Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
+        Factor of the learning-rate steps.
     batch_size : int, default=512
+        Crystals per batch (the paper's 512).
     max_epochs : int, default=200
+        Training epochs (the paper's 200); the best validation epoch is kept.
     validation_fraction : float or None, default=0.1
+        Share of the training crystals held out to pick the best epoch.
     loss : {"mse", "l1"}, default="mse"
+        Prediction loss on scaled targets (eq. 10 writes the squared error).
     target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
+        How targets are scaled for training; predictions are unscaled.
     warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred
         As for :class:`~crysk.CGCNNRegressor`; the selector is
         ``"selector"`` for ``freeze``.
     n_jobs : int, optional
+        Processes for featurizing structures.
     device : str, default="cpu"
+        Torch device, e.g. ``"cuda"``.
     random_state : int, optional
+        Seed for weights, validation split and shuffling.
     verbose : int, default=0
+        1 prints a line per epoch.
     **kwargs
         Other skorch ``NeuralNet`` arguments.
 
