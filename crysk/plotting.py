@@ -53,7 +53,7 @@ def plot_feature_selector(
         imp = model.feature_importances_
         ax.bar(np.arange(len(imp)), imp.to_numpy(), color="tab:blue")
         ax.set_xticks(np.arange(len(imp)), imp.index, rotation=40, ha="right")
-        ax.set_ylabel("sum of |selector weight|")
+        ax.set_ylabel("mean |selector weight| over categories")
     else:
         from .graphs import CrystalGraphs
 

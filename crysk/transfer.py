@@ -9,7 +9,8 @@ The only module that reads or writes checkpoint files. It
   classes;
 * matches parameters by name and shape into a new model and reports what was
   transferred and what was initialised afresh;
-* resolves ``freeze=`` specifications into parameter names.
+* resolves ``freeze=`` and ``warm_start_include=`` specifications into
+  tensor names.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "read_weights",
     "transfer_weights",
     "resolve_freeze",
+    "resolve_tensors",
     "load",
     "CGCNN_DEFAULT_SETTINGS",
 ]
@@ -51,6 +53,10 @@ FORMAT_VERSION = 1
 CGCNN_DEFAULT_SETTINGS = {"radius": 8.0, "max_num_nbr": 12}
 # BatchNorm's counter is absent from old checkpoints and carries no knowledge
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
+_CRYSAE_NODE_DECODER_REASON = (
+    "skipped: the released CrysAE trained fc_atom_feature with a per-bit binary loss, "
+    "crysk's CrysAE decoder uses a cross-entropy per atomic property"
+)
 
 
 class CheckpointError(ValueError):
@@ -248,14 +254,18 @@ class WeightSource:
     ----------
     state_dict : OrderedDict of str to torch.Tensor
     kind : str
-        ``"crysk"``, ``"cgcnn"`` (original CGCNN file), ``"crysae-released"``
-        or ``"estimator"``.
+        ``"crysk"``, ``"cgcnn"`` (original CGCNN file), ``"crysxpp"``
+        (original CrysXPP predictor), ``"crysae-released"`` or ``"estimator"``.
     graph_settings : dict
         ``radius``, ``max_num_nbr`` and ``element_table`` the weights expect.
     description : str
         Where the weights came from, for messages.
     checkpoint : dict or None
         The whole checkpoint, when read from a file.
+    skipped : dict of str to str
+        Source tensors that must not be loaded even where a target tensor has
+        the same name and shape, with the reason (e.g. a layer trained for
+        another loss than crysk's layer of that name).
     """
 
     state_dict: "OrderedDict[str, torch.Tensor]"
@@ -263,6 +273,7 @@ class WeightSource:
     graph_settings: dict
     description: str
     checkpoint: dict | None = None
+    skipped: dict = field(default_factory=dict)
 
 
 def _cgcnn_settings() -> dict:
@@ -278,8 +289,14 @@ def read_weights(source: Any) -> WeightSource:
     ----------
     source : str, os.PathLike, fitted estimator or WeightSource
         A crysk checkpoint (``save_pretrained``), an original CGCNN
-        ``.pth.tar`` checkpoint, the released CrysAE ``model_pretrain.pth``,
-        or a fitted crysk estimator.
+        ``.pth.tar`` checkpoint, an original CrysXPP predictor
+        (``model_best.pth.tar``, whose ``mask`` becomes ``selector.weight``),
+        the released CrysAE ``model_pretrain.pth``, or a fitted crysk
+        estimator. The CrysAE's ``fc_atom_feature`` is marked as skipped
+        (:attr:`WeightSource.skipped`): the authors trained it with a per-bit
+        binary loss, while crysk's CrysAE node decoder of that name is
+        trained with a cross-entropy per atomic property, so the weights
+        would mean something else there.
 
     Returns
     -------
@@ -310,14 +327,28 @@ def read_weights(source: Any) -> WeightSource:
             OrderedDict(ckpt["state_dict"]), "crysk", dict(ckpt["graph_settings"]), f"crysk checkpoint {name!r}", ckpt
         )
     if ckpt.get("format") == "crysae-released":
-        return WeightSource(ckpt["state_dict"], "crysae-released", _cgcnn_settings(), f"released CrysAE {name!r}", ckpt)
+        return WeightSource(
+            ckpt["state_dict"],
+            "crysae-released",
+            _cgcnn_settings(),
+            f"released CrysAE {name!r}",
+            ckpt,
+            skipped={n: _CRYSAE_NODE_DECODER_REASON for n in ckpt["state_dict"] if n.startswith("fc_atom_feature.")},
+        )
+    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping) and "mask" in ckpt["state_dict"]:
+        # the original CrysXPP predictor calls its feature selector `mask`; crysk's is `selector.weight`
+        state = OrderedDict(
+            ("selector.weight" if k == "mask" else k, v) for k, v in ckpt["state_dict"].items()
+        )
+        return WeightSource(state, "crysxpp", _cgcnn_settings(), f"CrysXPP predictor {name!r}", ckpt)
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
         return WeightSource(
             OrderedDict(ckpt["state_dict"]), "cgcnn", _cgcnn_settings(), f"CGCNN checkpoint {name!r}", ckpt
         )
     raise CheckpointError(
-        f"{name!r} is not a crysk, CGCNN or CrysAE checkpoint (keys: {sorted(ckpt)[:8]}); "
-        "crysk reads files written by save_pretrained, CGCNN's .pth.tar and CrysXPP's model_pretrain.pth"
+        f"{name!r} is not a crysk, CGCNN, CrysXPP or CrysAE checkpoint (keys: {sorted(ckpt)[:8]}); "
+        "crysk reads files written by save_pretrained, CGCNN's .pth.tar and CrysXPP's model_best.pth.tar "
+        "and model_pretrain.pth"
     )
 
 
@@ -336,8 +367,11 @@ class TransferReport:
         Target tensors left freshly initialised (absent from the source, or
         of another shape), with the reason in ``reasons``.
     unused : list of str
-        Source tensors with no place in the target.
+        Source tensors that were not copied: no place in the target, another
+        shape, left out by ``warm_start_include``, or skipped by the source.
     reasons : dict of str to str
+        Why each tensor in ``initialized`` (and each skipped source tensor)
+        was not loaded.
     """
 
     source: str
@@ -371,7 +405,11 @@ def _ignored(name: str) -> bool:
 
 
 def transfer_weights(
-    module: torch.nn.Module, source: WeightSource, strict: bool = False, expected_settings: dict | None = None
+    module: torch.nn.Module,
+    source: WeightSource,
+    strict: bool = False,
+    expected_settings: dict | None = None,
+    include: Any = None,
 ) -> TransferReport:
     """Copy tensors from ``source`` into ``module`` where name and shape agree.
 
@@ -380,20 +418,34 @@ def transfer_weights(
     module : torch.nn.Module
         The freshly initialised target.
     source : WeightSource
+        The weights (see :func:`read_weights`); tensors it marks as
+        ``skipped`` are never loaded.
     strict : bool, default=False
         Raise instead of leaving any tensor on either side unmatched.
     expected_settings : dict, optional
         The target's graph settings; a source made with others is refused.
+    include : None, str or list of str, default=None
+        Which of the target's tensors may be loaded, in the language of
+        ``freeze=`` (see :func:`resolve_tensors`): ``"embedding"``,
+        ``"convs"``, ``"convs[:k]"``, ``"all-but-head"``, name prefixes or
+        patterns. A spec covers a layer's buffers too (batch-norm
+        statistics). ``None`` loads everything that matches.
 
     Returns
     -------
     TransferReport
+        ``loaded`` lists the target tensors copied; ``initialized`` those
+        left as initialised (not in the source, another shape, left out by
+        ``include``, or skipped by the source); ``unused`` the source tensors
+        that were not copied.
 
     Raises
     ------
     CheckpointError
         If the graph settings differ, or, with ``strict``, if anything does
         not match (the message lists every difference).
+    ValueError
+        If an ``include`` entry names no tensor of ``module``.
     """
     if expected_settings is not None:
         from .featurizer import settings_differences
@@ -406,12 +458,22 @@ def transfer_weights(
                 "its weights expect other graphs. Use the same radius/max_num_nbr as the checkpoint"
             )
     target = module.state_dict()
+    allowed = None if include is None else set(resolve_tensors(module, include, "warm_start_include"))
     report = TransferReport(source.description)
     update = {}
     for name, tensor in target.items():
+        if allowed is not None and name not in allowed:
+            if not _ignored(name):
+                report.initialized.append(name)
+                report.reasons[name] = "left out by warm_start_include"
+            continue
         if _ignored(name):
             if name in source.state_dict:
                 update[name] = source.state_dict[name]
+            continue
+        if name in source.skipped:
+            report.initialized.append(name)
+            report.reasons[name] = source.skipped[name]
             continue
         if name not in source.state_dict:
             report.initialized.append(name)
@@ -424,7 +486,10 @@ def transfer_weights(
             continue
         update[name] = src
         report.loaded.append(name)
-    report.unused = [n for n in source.state_dict if n not in target and not _ignored(n)]
+    report.unused = [n for n in source.state_dict if n not in update and not _ignored(n)]
+    for name in report.unused:
+        if name in source.skipped:
+            report.reasons.setdefault(name, source.skipped[name])
     if strict and not report.complete:
         raise CheckpointError(f"warm_start_strict=True and the weights do not match exactly: {report.summary()}")
     if not report.loaded:
@@ -464,23 +529,53 @@ def resolve_freeze(module: torch.nn.Module, spec: Any) -> list[str]:
     ValueError
         If an entry matches no parameter; the message lists the valid names.
     """
+    return resolve_tensors(module, spec, "freeze", buffers=False)
+
+
+def resolve_tensors(module: torch.nn.Module, spec: Any, option: str = "freeze", buffers: bool = True) -> list[str]:
+    """Turn a layer specification (``freeze=``, ``warm_start_include=``) into tensor names.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A crysk model (it names its last layer in ``module.output_layer``).
+    spec : None, str or list of str
+        As for :func:`resolve_freeze`.
+    option : str, default="freeze"
+        The parameter the spec came from, for error messages.
+    buffers : bool, default=True
+        Match the module's state-dict entries (parameters and buffers, such
+        as batch-norm statistics) rather than its parameters only.
+
+    Returns
+    -------
+    list of str
+        Names in the module's order (its ``state_dict`` order with
+        ``buffers``, else its ``named_parameters`` order).
+
+    Raises
+    ------
+    ValueError
+        If an entry matches nothing; the message lists the valid names.
+    """
     if spec is None:
         return []
     entries = [spec] if isinstance(spec, str) else list(spec)
-    names = [n for n, _ in module.named_parameters()]
-    frozen: set[str] = set()
+    names = list(module.state_dict()) if buffers else [n for n, _ in module.named_parameters()]
+    chosen: set[str] = set()
     for entry in entries:
         if not isinstance(entry, str):
-            raise ValueError(f"freeze entries must be strings, got {entry!r}")
+            raise ValueError(f"{option} entries must be strings, got {entry!r}")
         matched = _match_freeze_entry(module, names, entry.strip())
         if not matched:
             tops = sorted({n.split(".")[0] for n in names})
             raise ValueError(
-                f"freeze={entry!r} matches no parameter. Use 'embedding', 'convs', 'convs[:k]', "
-                f"'all-but-head', a prefix among {tops} (e.g. 'convs.0') or a pattern like 'convs.*.bn1.*'"
+                f"{option}={entry!r} matches no {'tensor' if buffers else 'parameter'}. Use 'embedding', 'convs', "
+                f"'convs[:k]', 'all-but-head', a prefix among {tops} (e.g. 'convs.0') or a pattern like "
+                "'convs.*.bn1.*'"
             )
-        frozen.update(matched)
-    return [n for n in names if n in frozen]
+        chosen.update(matched)
+    return [n for n in names if n in chosen]
 
 
 def _match_freeze_entry(module, names: list[str], entry: str) -> list[str]:
@@ -514,9 +609,10 @@ def load(path: str | os.PathLike) -> Any:
     Parameters
     ----------
     path : str or os.PathLike
-        A crysk checkpoint (``save_pretrained``) or an original CGCNN
-        ``.pth.tar`` checkpoint (predicting in original units with its
-        normaliser).
+        A crysk checkpoint (``save_pretrained``), an original CGCNN
+        ``.pth.tar`` checkpoint or an original CrysXPP predictor
+        (``model_best.pth.tar``); the original files predict in original
+        units with their stored normaliser.
 
     Returns
     -------

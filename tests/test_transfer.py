@@ -105,6 +105,23 @@ def test_warm_start_from_original_cgcnn_checkpoint(cgcnn_path, data):
     assert "transfer" not in str(rep) or "warm start from" in str(rep)
 
 
+def test_warm_start_include_takes_only_the_named_layers(source, data):
+    g, y = data
+    target = CGCNNRegressor(**{**BASE, "max_epochs": 0, "warm_start_from": source,
+                               "warm_start_include": ["embedding", "convs[:2]"]}).fit(g[:40], y[:40])
+    rep = target.transfer_report_
+    expected = {n for n in state(source) if n.startswith(("embedding.", "convs.0.", "convs.1."))}
+    # BatchNorm's step counter is copied with its layer but, carrying no knowledge, is not reported
+    assert set(rep.loaded) == {n for n in expected if not n.endswith("num_batches_tracked")} and "convs.0.bn1.running_mean" in rep.loaded  # buffers come along
+    assert {"convs.2.fc_full.weight", "fc_out.weight"} <= set(rep.initialized) & set(rep.unused)
+    fresh = state(CGCNNRegressor(**{**BASE, "max_epochs": 0}).fit(g[:40], y[:40]))
+    before, after = state(source), state(target)
+    for name in after:
+        assert torch.equal(after[name], before[name] if name in expected else fresh[name]), name
+    # it is a parameter, so grid searches and clones see it
+    assert target.get_params()["warm_start_include"] == ["embedding", "convs[:2]"]
+
+
 def test_strict_mode_lists_differences(source, data):
     g, y = data
     with pytest.raises(CheckpointError, match="warm_start_strict.*conv_to_fc.weight"):
@@ -213,7 +230,7 @@ def test_unreadable_and_foreign_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         read_weights(tmp_path / "missing.pt")
     torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not a crysk, CGCNN or CrysAE checkpoint"):
+    with pytest.raises(CheckpointError, match="not a crysk, CGCNN, CrysXPP or CrysAE checkpoint"):
         read_weights(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="unfitted"):
         read_weights(CGCNNRegressor())

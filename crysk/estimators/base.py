@@ -113,6 +113,7 @@ class CrystalNet(NeuralNet):
         warm_start_from: Any = None,
         freeze: Any = None,
         warm_start_strict: bool = False,
+        warm_start_include: Any = None,
         lr_transferred: float | None = None,
         n_jobs: int | None = None,
         n_threads: int | None = None,
@@ -146,6 +147,7 @@ class CrystalNet(NeuralNet):
         self.warm_start_from = warm_start_from
         self.freeze = freeze
         self.warm_start_strict = warm_start_strict
+        self.warm_start_include = warm_start_include
         self.lr_transferred = lr_transferred
         self.n_jobs = n_jobs
         self.n_threads = n_threads
@@ -223,7 +225,11 @@ class CrystalNet(NeuralNet):
         if self.warm_start_from is not None:
             source = read_weights(self.warm_start_from)
             self.transfer_report_ = transfer_weights(
-                module, source, strict=self.warm_start_strict, expected_settings=self.graph_settings
+                module,
+                source,
+                strict=self.warm_start_strict,
+                expected_settings=self.graph_settings,
+                include=self.warm_start_include,
             )
         self.frozen_parameters_ = resolve_freeze(module, self.freeze)
         frozen = set(self.frozen_parameters_)
@@ -397,7 +403,9 @@ class CrystalNet(NeuralNet):
         Parameters
         ----------
         path : str or os.PathLike
-            A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN one.
+            A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN
+            one, or for ``CrysXPPRegressor`` the CrysXPP authors'
+            ``model_best.pth.tar``.
         **params
             Hyperparameters to change after loading (e.g. ``device``).
 
@@ -599,8 +607,8 @@ _SIMPLE = (bool, int, float, str, type(None))
 
 def _plain_params(est) -> dict:
     """The hyperparameters worth storing: plain values only (no classes or objects)."""
-    skip = {"warm_start_from", "freeze", "callbacks", "module", "criterion", "dataset", "iterator_train",
-            "iterator_valid", "train_split", "verbose", "n_jobs", "n_threads"}
+    skip = {"warm_start_from", "warm_start_include", "freeze", "callbacks", "module", "criterion", "dataset",
+            "iterator_train", "iterator_valid", "train_split", "verbose", "n_jobs", "n_threads"}
     out = {}
     for name, value in est.get_params(deep=False).items():
         if name in skip or name.startswith("_") or "__" in name:
@@ -645,24 +653,14 @@ def estimator_from_checkpoint(source, **params):
     elif source.kind == "cgcnn":
         from ..featurizer import graph_settings as _settings
 
-        cls = _REGISTRY["CGCNNRegressor"]
         state = source.state_dict
-        n_conv = len({k.split(".")[1] for k in state if k.startswith("convs.")})
-        fcs = len({k.split(".")[1] for k in state if k.startswith("fcs.")})
-        shape = dict(
-            atom_fea_len=int(state["embedding.weight"].shape[0]),
-            n_conv=n_conv,
-            h_fea_len=int(state["conv_to_fc.weight"].shape[0]),
-            n_h=fcs + 1,
-        )
-        est = cls(**{**shape, **params})
+        est = _REGISTRY["CGCNNRegressor"](**{**_original_shape(state), **params})
         if est.graph_settings != _settings(**CGCNN_SETTINGS):
             raise CheckpointError(f"{source.description} needs radius 8.0 and max_num_nbr 12 (CGCNN's defaults)")
-        n_outputs = int(state["fc_out.weight"].shape[0])
-        norm = ckpt.get("normalizer") or {"mean": 0.0, "std": 1.0}
-        scale = {"kind": "standard", "mean": [float(norm["mean"])] * n_outputs, "scale": [float(norm["std"])] * n_outputs}
-        est._restore_checkpoint_state({"n_outputs": n_outputs, "y_ndim": 1, "target_scaler": scale})
+        est._restore_checkpoint_state(_original_scaler(ckpt, int(state["fc_out.weight"].shape[0])))
         best_epoch = ckpt.get("epoch")
+    elif source.kind == "crysxpp":
+        est, best_epoch = _original_crysxpp(source, params)
     else:
         raise CheckpointError(
             f"{source.description} holds an encoder, not a whole model; use it as warm_start_from= instead"
@@ -680,3 +678,48 @@ def estimator_from_checkpoint(source, **params):
     est.best_epoch_ = best_epoch
     est.graph_settings_ = est.graph_settings
     return est
+
+
+def _original_shape(state) -> dict:
+    """Hyperparameters that fix the tensor shapes of an original CGCNN-layout state dict."""
+    return dict(
+        atom_fea_len=int(state["embedding.weight"].shape[0]),
+        n_conv=len({k.split(".")[1] for k in state if k.startswith("convs.")}),
+        h_fea_len=int(state["conv_to_fc.weight"].shape[0]),
+        n_h=len({k.split(".")[1] for k in state if k.startswith("fcs.")}) + 1,
+    )
+
+
+def _original_scaler(ckpt: dict, n_outputs: int) -> dict:
+    """The checkpoint state of the original code's target ``normalizer`` (mean/std)."""
+    norm = ckpt.get("normalizer") or {"mean": 0.0, "std": 1.0}
+    return {
+        "n_outputs": n_outputs,
+        "y_ndim": 1,
+        "target_scaler": {
+            "kind": "standard",
+            "mean": [float(norm["mean"])] * n_outputs,
+            "scale": [float(norm["std"])] * n_outputs,
+        },
+    }
+
+
+def _original_crysxpp(source, params: dict):
+    """A ``CrysXPPRegressor`` shaped like an original CrysXPP predictor (``model_best.pth.tar``)."""
+    from ..featurizer import graph_settings as _settings
+
+    ckpt = source.checkpoint or {}
+    state = source.state_dict
+    shape = _original_shape(state)
+    # the authors' predictor: embedding with bias, selector only if it has a mask, L1 as a mean
+    shape.update(
+        embedding_bias="embedding.bias" in state,
+        feature_selector="selector.weight" in state,
+        l1_reduction="mean",
+    )
+    est = _REGISTRY["CrysXPPRegressor"](**{**shape, **params})
+    if est.graph_settings != _settings(**CGCNN_SETTINGS):
+        raise CheckpointError(f"{source.description} needs radius 8.0 and max_num_nbr 12 (CrysXPP's defaults)")
+    est._restore_checkpoint_state(_original_scaler(ckpt, int(state["fc_out.weight"].shape[0])))
+    epoch = ckpt.get("epoch")
+    return est, None if epoch is None else int(epoch)

@@ -56,7 +56,8 @@ class CGCNNRegressor(CrystalNetRegressor):
     warm_start_from : str, os.PathLike or fitted estimator, optional
         Start from these weights (transfer learning): a crysk checkpoint
         (``save_pretrained``), a fitted crysk estimator, an original CGCNN
-        ``.pth.tar`` file or the released CrysAE ``model_pretrain.pth``.
+        ``.pth.tar`` file, the CrysXPP authors' predictor
+        ``model_best.pth.tar`` or their released CrysAE ``model_pretrain.pth``.
         Tensors are matched by name and shape; the rest (e.g. a head of
         another width) starts fresh. Read at every ``fit``; the outcome is in
         ``transfer_report_``.
@@ -68,6 +69,15 @@ class CGCNNRegressor(CrystalNetRegressor):
     warm_start_strict : bool, default=False
         Raise :class:`~crysk.transfer.CheckpointError` unless every tensor
         matches.
+    warm_start_include : str or list of str, optional
+        Which layers to take from ``warm_start_from``, in the language of
+        ``freeze`` (``"embedding"``, ``"convs"``, ``"convs[:k]"``,
+        ``"all-but-head"``, name prefixes/patterns; a layer's batch-norm
+        statistics come with it). The rest starts fresh and is listed in
+        ``transfer_report_.initialized``. ``None`` (default) takes every
+        tensor that matches by name and shape. ``"convs"`` is the CrysXPP
+        authors' recipe: only the convolutions of a pretrained encoder, with
+        a fresh embedding.
     lr_transferred : float, optional
         Learning rate for the transferred tensors (``lr`` then applies to the
         freshly initialised ones); by default all use ``lr``.
@@ -138,6 +148,7 @@ class CGCNNRegressor(CrystalNetRegressor):
         warm_start_from: Any = None,
         freeze: Any = None,
         warm_start_strict: bool = False,
+        warm_start_include: Any = None,
         lr_transferred: float | None = None,
         n_jobs: int | None = None,
         n_threads: int | None = None,
@@ -164,6 +175,7 @@ class CGCNNRegressor(CrystalNetRegressor):
             warm_start_from=warm_start_from,
             freeze=freeze,
             warm_start_strict=warm_start_strict,
+            warm_start_include=warm_start_include,
             lr_transferred=lr_transferred,
             n_jobs=n_jobs,
             n_threads=n_threads,

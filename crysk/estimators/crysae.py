@@ -65,8 +65,13 @@ class CrysAE(CrystalNet, TransformerMixin):
     max_epochs : int, default=200
     validation_fraction : float or None, default=0.1
         Held-out share whose total reconstruction loss picks the best epoch.
-    warm_start_from, freeze, warm_start_strict, lr_transferred
-        As for :class:`~crysk.CGCNNRegressor`.
+    warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred
+        As for :class:`~crysk.CGCNNRegressor`. From the released
+        ``model_pretrain.pth`` the encoder is loaded but not its
+        ``fc_atom_feature``: the authors trained that layer with a per-bit
+        binary loss, this decoder's layer of that name with a cross-entropy
+        per atomic property, so it starts fresh (listed as skipped in
+        ``transfer_report_``).
     n_jobs : int, optional
     n_threads : int, optional
         Torch threads during ``fit`` and ``predict``, see
@@ -120,6 +125,7 @@ class CrysAE(CrystalNet, TransformerMixin):
         warm_start_from: Any = None,
         freeze: Any = None,
         warm_start_strict: bool = False,
+        warm_start_include: Any = None,
         lr_transferred: float | None = None,
         n_jobs: int | None = None,
         n_threads: int | None = None,
@@ -144,6 +150,7 @@ class CrysAE(CrystalNet, TransformerMixin):
             warm_start_from=warm_start_from,
             freeze=freeze,
             warm_start_strict=warm_start_strict,
+            warm_start_include=warm_start_include,
             lr_transferred=lr_transferred,
             n_jobs=n_jobs,
             n_threads=n_threads,

@@ -28,17 +28,32 @@ class CrysXPPRegressor(CrystalNetRegressor):
     :class:`~crysk.CrysAE` (fitted, or a checkpoint, or the released
     ``model_pretrain.pth``) with ``warm_start_from=``.
 
+    The authors' own recipe differs from the defaults here: their predictor
+    takes only the convolutions from the CrysAE (``warm_start_include="convs"``),
+    has an embedding with a bias (``embedding_bias=True``) and adds the L1
+    term as a mean (``l1_reduction="mean"``). ``crysk.load`` turns their
+    released predictor ``model_best.pth.tar`` into a fitted
+    ``CrysXPPRegressor`` with those settings.
+
     Parameters
     ----------
     atom_fea_len : int, default=64
         Width of the atom embeddings (must match a CrysAE to warm-start from).
     n_conv : int, default=3
+        Number of gated graph convolutions (3 in the paper and the CrysAE).
     h_fea_len : int, default=128
         Width of the hidden layer(s) of the head.
     n_h : int, default=1
+        Number of hidden layers of the head.
     feature_selector : bool, default=True
         ``False`` drops the selector (and its penalty): plain CGCNN-style
-        training with a bias-free embedding.
+        training.
+    embedding_bias : bool, default=False
+        Give the atom embedding a bias. ``False`` matches the CrysAE, whose
+        embedding has none, so a CrysAE's embedding transfers whole;
+        ``True`` is the authors' predictor (use it with
+        ``warm_start_include="convs"``, or to warm-start from their
+        ``model_best.pth.tar`` with every tensor).
     l1_penalty : float, default=0.01
         ``λ`` of eq. 10; 0 keeps the selector without sparsity (the "without
         L1" ablation of Table 6).
@@ -48,31 +63,47 @@ class CrysXPPRegressor(CrystalNetRegressor):
         authors' published training code does: 92 times weaker at the same
         ``λ``.
     radius : float, default=8.0
+        Neighbour cut-off (Å) and last Gaussian centre of the edge features.
     max_num_nbr : int, default=12
+        Nearest neighbours kept per atom.
     lr : float, default=0.01
         The paper's 0.03 (optimizer unstated) trained much worse with SGD
         here (test MAE 0.87 vs 0.43 eV/atom on 400 formation energies, 15
         epochs); 0.01 is CGCNN's.
     optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
+        The optimiser.
     momentum : float, default=0.9
+        SGD momentum (ignored by the other optimisers).
     weight_decay : float, default=0.0
+        L2 weight decay of the optimiser.
     lr_milestones : sequence of int, default=(100,)
+        Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
+        Factor of the learning-rate steps.
     batch_size : int, default=512
+        Crystals per batch (the paper's 512).
     max_epochs : int, default=200
+        Training epochs (the paper's 200); the best validation epoch is kept.
     validation_fraction : float or None, default=0.1
+        Share of the training crystals held out to pick the best epoch.
     loss : {"mse", "l1"}, default="mse"
+        Prediction loss on scaled targets (eq. 10 writes the squared error).
     target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
-    warm_start_from, freeze, warm_start_strict, lr_transferred
+        How targets are scaled for training; predictions are unscaled.
+    warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred
         As for :class:`~crysk.CGCNNRegressor`; the selector is
         ``"selector"`` for ``freeze``.
     n_jobs : int, optional
+        Processes for featurizing structures.
     n_threads : int, optional
         Torch threads during ``fit`` and ``predict``, see
         :class:`~crysk.CGCNNRegressor` (default: the cores not busy with other work).
     device : str, default="cpu"
+        Torch device, e.g. ``"cuda"``.
     random_state : int, optional
+        Seed for weights, validation split and shuffling.
     verbose : int, default=0
+        1 prints a line per epoch.
     **kwargs
         Other skorch ``NeuralNet`` arguments.
 
@@ -80,9 +111,11 @@ class CrysXPPRegressor(CrystalNetRegressor):
     ----------
     module_ : crysk.nn.CrysXPPNet
     feature_importances_ : pandas.Series
-        Sum of ``|ζ|`` over each atomic property's categories.
+        Mean of ``|ζ|`` over each atomic property's categories (1 for every
+        property of an untrained selector); see :meth:`property_importances`
+        for the sums.
     selector_weights_ : pandas.Series
-        ``ζ`` for each of the 92 feature dimensions.
+        ``ζ`` for each of the 92 feature dimensions (the raw values).
     target_scaler_, n_outputs_, best_epoch_, transfer_report_, frozen_parameters_
         As for :class:`~crysk.CGCNNRegressor`.
 
@@ -103,6 +136,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
         h_fea_len: int = 128,
         n_h: int = 1,
         feature_selector: bool = True,
+        embedding_bias: bool = False,
         l1_penalty: float = 0.01,
         l1_reduction: str = "sum",
         radius: float = 8.0,
@@ -121,6 +155,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
         warm_start_from: Any = None,
         freeze: Any = None,
         warm_start_strict: bool = False,
+        warm_start_include: Any = None,
         lr_transferred: float | None = None,
         n_jobs: int | None = None,
         n_threads: int | None = None,
@@ -147,6 +182,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
             warm_start_from=warm_start_from,
             freeze=freeze,
             warm_start_strict=warm_start_strict,
+            warm_start_include=warm_start_include,
             lr_transferred=lr_transferred,
             n_jobs=n_jobs,
             n_threads=n_threads,
@@ -160,6 +196,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
         self.h_fea_len = h_fea_len
         self.n_h = n_h
         self.feature_selector = feature_selector
+        self.embedding_bias = embedding_bias
         self.l1_penalty = l1_penalty
         self.l1_reduction = l1_reduction
 
@@ -172,6 +209,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
             "n_out": self.n_outputs_,
             "feature_selector": bool(self.feature_selector),
             "radius": self.radius,
+            "embedding_bias": bool(self.embedding_bias),
         }
 
     def _check_params(self) -> None:
@@ -203,16 +241,52 @@ class CrysXPPRegressor(CrystalNetRegressor):
 
     @property
     def feature_importances_(self) -> pd.Series:
-        """Importance of each atomic property: the sum of ``|ζ|`` over its categories.
+        """Importance of each atomic property: the mean of ``|ζ|`` over its categories.
+
+        The mean, not the sum, so that properties with many categories (group
+        number has 19, block 4) do not rank higher merely for having more
+        weights: an untrained selector (all ones) gives every property 1.0.
+        A value is the average factor by which the selector scales the
+        property's one-hot input, whichever category an atom has. For the
+        sums (the paper's per-property totals) use
+        ``property_importances("sum")``; the raw per-category weights are
+        :attr:`selector_weights_`.
 
         Returns
         -------
         pandas.Series
             Indexed by the property labels of Table 1 of the paper, in table order.
         """
+        return self.property_importances("mean")
+
+    def property_importances(self, reduction: str = "mean") -> pd.Series:
+        """``|ζ|`` of each atomic property's categories, reduced to one number.
+
+        Parameters
+        ----------
+        reduction : {"mean", "sum", "max"}, default="mean"
+            ``"mean"`` (what :attr:`feature_importances_` gives) is
+            comparable across properties with different numbers of
+            categories; ``"sum"`` is the total selector weight of the
+            property, which grows with its number of categories; ``"max"``
+            is its most strongly passed category.
+
+        Returns
+        -------
+        pandas.Series
+            Indexed by the property labels of Table 1 of the paper, in table order.
+
+        Raises
+        ------
+        ValueError
+            If ``reduction`` is not one of the above.
+        """
+        reducers = {"mean": np.mean, "sum": np.sum, "max": np.max}
+        if reduction not in reducers:
+            raise ValueError(f"reduction must be one of {sorted(reducers)}, got {reduction!r}")
         w = np.abs(self._selector())
         return pd.Series(
-            [w[p.slice].sum() for p in ATOMIC_PROPERTIES],
+            [float(reducers[reduction](w[p.slice])) for p in ATOMIC_PROPERTIES],
             index=[p.label for p in ATOMIC_PROPERTIES],
             name="importance",
         )

@@ -19,6 +19,7 @@ class FeatureSelector(nn.Module):
     Parameters
     ----------
     n_features : int
+        Number of element-feature dimensions (92 for CGCNN's table).
     """
 
     def __init__(self, n_features: int):
@@ -36,23 +37,37 @@ class FeatureSelector(nn.Module):
 
 
 class CrysXPPNet(CGCNN):
-    """Feature selector → CrysAE-style encoder (no embedding bias) → mean pooling → MLP head.
+    """Feature selector → CrysAE-style encoder → mean pooling → MLP head.
 
     The encoder's tensor names are those of CrysAE and CGCNN (``embedding``,
     ``convs.*``), so a CrysAE checkpoint warm-starts it; the selector is
-    ``selector.weight``.
+    ``selector.weight`` (``mask`` in the authors' code). As there, the
+    selector multiplies the 92 element features elementwise before the
+    embedding.
 
     Parameters
     ----------
     atom_fea_len : int, default=64
+        Width of the atom embeddings.
     n_conv : int, default=3
+        Number of gated graph convolutions.
     h_fea_len : int, default=128
+        Width of the head's hidden layers.
     n_h : int, default=1
+        Number of hidden layers of the head.
     n_out : int, default=1
+        Number of outputs.
     feature_selector : bool, default=True
-        Without it the model is a CGCNN with a bias-free embedding.
+        Without it the model is a CGCNN (with the embedding bias chosen by
+        ``embedding_bias``).
     radius : float, default=8.0
+        Last Gaussian centre of the edge features (Å).
     step : float, default=0.2
+        Spacing and width of the Gaussians (Å).
+    embedding_bias : bool, default=False
+        ``False`` gives the CrysAE's bias-free embedding, so that all of a
+        CrysAE encoder transfers; the authors' released predictor has an
+        embedding with a bias (``True``).
     """
 
     def __init__(
@@ -65,8 +80,9 @@ class CrysXPPNet(CGCNN):
         feature_selector: bool = True,
         radius: float = 8.0,
         step: float = 0.2,
+        embedding_bias: bool = False,
     ):
-        super().__init__(atom_fea_len, n_conv, h_fea_len, n_h, n_out, radius, step, embedding_bias=False)
+        super().__init__(atom_fea_len, n_conv, h_fea_len, n_h, n_out, radius, step, embedding_bias=embedding_bias)
         if feature_selector:
             self.selector = FeatureSelector(self.element_table.shape[1])
 
@@ -77,6 +93,17 @@ class CrysXPPNet(CGCNN):
         return x if selector is None else selector(x)
 
     def penalty(self, reduction: str = "sum") -> torch.Tensor:
-        """The selector's ``|ζ|₁``, or its mean with ``reduction="mean"`` (zero without a selector)."""
+        """The selector's ``|ζ|₁``, or its mean with ``reduction="mean"`` (zero without a selector).
+
+        Parameters
+        ----------
+        reduction : {"sum", "mean"}, default="sum"
+            Sum (eq. 10) or mean over the feature dimensions.
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar.
+        """
         selector = getattr(self, "selector", None)
         return selector.l1(reduction) if selector is not None else self.element_table.new_zeros(())
