@@ -214,7 +214,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     model = CGCNNRegressor(
         atom_fea_len=32, h_fea_len=32, batch_size=32, max_epochs=args.epochs, lr_milestones=(int(0.8 * args.epochs),),
-        random_state=0, verbose=0, callbacks=[("progress", _epoch_progress(args.epochs))] if args.progress else None,
+        random_state=0, verbose=0, callbacks=[("progress", _epoch_progress(args.epochs))] if args.progress or args.verbose else None,
     )
     t = time.perf_counter()
     model.fit(graphs[train], y[train])
@@ -411,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive_int, default=40, help="training epochs (default 40)")
     demo.add_argument("--output", default="crysk-demo.pt", help="where to save the model (default crysk-demo.pt)")
     demo.add_argument("--progress", action="store_true", help="report each training epoch on stderr")
+    demo.add_argument("--verbose", type=int, default=0, help="1: the same as --progress (kept for older scripts)")
     demo.set_defaults(func=_demo)
 
     feat = sub.add_parser("featurize", help="turn structures into crystal graphs saved in a .npz file",
