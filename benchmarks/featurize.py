@@ -34,9 +34,9 @@ def main() -> None:
         for n_jobs in args.jobs:
             feat = CrystalGraphFeaturizer(n_jobs=n_jobs, errors="skip")
             t = time.perf_counter()
-            graphs = feat.transform(cifs)
+            graphs, skipped = feat.transform_with_skipped(cifs)
             dt = time.perf_counter() - t
-            rows.append(("CIF text", len(cifs), n_jobs, len(cifs) / dt, graphs.nbytes / len(graphs), len(feat.skipped_)))
+            rows.append(("CIF text", len(cifs), n_jobs, len(cifs) / dt, graphs.nbytes / len(graphs), len(skipped)))
             print(*rows[-1], flush=True)
         t = time.perf_counter()
         structures = [as_structure(c, validate=False) for c in cifs]
@@ -45,9 +45,9 @@ def main() -> None:
         for n_jobs in args.jobs:
             feat = CrystalGraphFeaturizer(n_jobs=n_jobs, errors="skip")
             t = time.perf_counter()
-            graphs = feat.transform(structures)
+            graphs, skipped = feat.transform_with_skipped(structures)
             dt = time.perf_counter() - t
-            rows.append(("Structure", n, n_jobs, n / dt, graphs.nbytes / len(graphs), len(feat.skipped_)))
+            rows.append(("Structure", n, n_jobs, n / dt, graphs.nbytes / len(graphs), len(skipped)))
             print(*rows[-1], flush=True)
         del structures
     print()

@@ -21,16 +21,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
 from pymatgen.core import Composition, Element, Structure
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from .datasets import _quiet
 from .graphs import CrystalGraphs
-from .structures import CrystalInputError, as_sequence, as_structure, input_ids
+from ._validation import check_number
+from .parallel import map_chunks
+from .structures import CrystalInputError, as_sequence, as_structure, as_structure_list, input_ids, quiet_warnings
 
 __all__ = ["BASELINE_GRIDS", "ElementDescriptor", "SOAPKernelRidge", "make_baseline"]
 
@@ -57,7 +57,7 @@ def _featurizer(preset: str, impute_nan: bool):
 def _features_of(key: tuple, preset: str, impute_nan: bool) -> np.ndarray:
     """Element-property statistics of one fractional composition (cached: data sets repeat compositions)."""
     comp = Composition({Element.from_Z(z): frac for z, frac in key})
-    with _quiet():  # matminer/pymatgen warn about elements that lack a property (then imputed)
+    with quiet_warnings():  # matminer/pymatgen warn about elements that lack a property (then imputed)
         out = np.asarray(_featurizer(preset, impute_nan).featurize(comp), dtype=np.float64)
     out.setflags(write=False)
     return out
@@ -177,13 +177,14 @@ class ElementDescriptor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X, y : ignored
+            Ignored; accepted for Pipeline compatibility.
+            Ignored; accepted for Pipeline compatibility.
 
         Returns
         -------
         self
         """
         self.feature_names_ = np.asarray(self._labels(), dtype=object)
-        self.n_features_in_ = 1
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -212,18 +213,13 @@ class ElementDescriptor(TransformerMixin, BaseEstimator):
             return np.stack([_features_of(k, self.preset, impute) for k in keys])
         seq = as_sequence(X)
         ids = input_ids(X)
-        n = len(seq)
+
+        def chunk_args(start: int, stop: int, parallel: bool) -> tuple:
+            items = [seq[i] for i in range(start, stop)]
+            return items, start, None if ids is None else ids[start:stop], self.preset, impute
+
         # composition features are cheap; processes pay off only for many CIFs to parse
-        n_jobs = effective_n_jobs(self.n_jobs) if n >= 2000 else 1
-        chunk = -(-n // (4 * n_jobs)) if n_jobs > 1 else max(n, 1)
-        tasks = [
-            ([seq[i] for i in range(s, min(s + chunk, n))], s, None if ids is None else ids[s : s + chunk])
-            for s in range(0, n, chunk)
-        ]
-        if n_jobs == 1:
-            parts = [_features_chunk(*t, self.preset, impute) for t in tasks]
-        else:
-            parts = Parallel(n_jobs=n_jobs)(delayed(_features_chunk)(*t, self.preset, impute) for t in tasks)
+        parts = map_chunks(_features_chunk, len(seq), chunk_args, n_jobs=self.n_jobs, min_parallel=2000)
         parts = [p for p in parts if p is not None]
         return np.concatenate(parts) if parts else np.zeros((0, len(labels)))
 
@@ -233,6 +229,7 @@ class ElementDescriptor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         input_features : ignored
+            Ignored: the names do not depend on the input.
 
         Returns
         -------
@@ -487,11 +484,7 @@ class SOAPKernelRidge(RegressorMixin, BaseEstimator):
             raise TypeError(
                 "SOAPKernelRidge needs atomic positions, which CrystalGraphs do not keep; pass the structures"
             )
-        seq = as_sequence(X)
-        ids = input_ids(X)
-        return [
-            as_structure(x, index=i, id=None if ids is None else ids[i]) for i, x in enumerate(seq)
-        ]
+        return as_structure_list(X)
 
     def _descriptors(self, X: Any):
         import scipy.sparse as sp
@@ -499,13 +492,10 @@ class SOAPKernelRidge(RegressorMixin, BaseEstimator):
         structures = self._structures(X)
         settings = (float(self.r_cut), int(self.n_max), int(self.l_max), float(self.sigma))
         n = len(structures)
-        n_jobs = effective_n_jobs(self.n_jobs) if n >= 200 else 1
-        chunk = -(-n // (4 * n_jobs)) if n_jobs > 1 else max(n, 1)
-        tasks = [(structures[s : s + chunk], settings) for s in range(0, n, chunk)]
-        if n_jobs == 1:
-            parts = [_soap_rows(*t) for t in tasks]
-        else:
-            parts = Parallel(n_jobs=n_jobs)(delayed(_soap_rows)(*t) for t in tasks)
+        parts = map_chunks(
+            _soap_rows, n, lambda start, stop, parallel: (structures[start:stop], settings),
+            n_jobs=self.n_jobs, min_parallel=200,
+        )
         rows = [r for p in parts for r in p]
         width = _pair_width(self.n_max, self.l_max)
         n_cols = _pair_index(_MAX_Z, _MAX_Z) * width + width
@@ -529,14 +519,10 @@ class SOAPKernelRidge(RegressorMixin, BaseEstimator):
 
     # -- estimator API -------------------------------------------------------------
     def _check_params(self) -> None:
-        for name in ("n_max", "l_max"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < (1 if name == "n_max" else 0):
-                raise ValueError(f"{name} must be a {'positive' if name == 'n_max' else 'non-negative'} integer, got {v!r}")
+        check_number("n_max", self.n_max, integer=True, low=1)
+        check_number("l_max", self.l_max, integer=True, low=0)
         for name in ("r_cut", "sigma", "zeta"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or not v > 0:
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+            check_number(name, getattr(self, name), low=0, low_open=True)
         alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
         if alphas.size == 0 or not np.all(alphas > 0):
             raise ValueError(f"alphas must be positive numbers, got {self.alphas!r}")
@@ -547,7 +533,9 @@ class SOAPKernelRidge(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : collection of structures
+            The crystals: anything :class:`~crysk.CrystalGraphFeaturizer` accepts, or CrystalGraphs.
         y : array-like of shape (n_crystals,)
+            The targets.
 
         Returns
         -------
@@ -588,7 +576,6 @@ class SOAPKernelRidge(RegressorMixin, BaseEstimator):
         model = KernelRidge(kernel="precomputed", alpha=self.alpha_).fit(K, yc)
         self.dual_coef_ = model.dual_coef_
         self.descriptors_ = P
-        self.n_features_in_ = 1
         return self
 
     def predict(self, X: Any) -> np.ndarray:
@@ -597,6 +584,7 @@ class SOAPKernelRidge(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : collection of structures
+            The crystals: anything :class:`~crysk.CrystalGraphFeaturizer` accepts, or CrystalGraphs.
 
         Returns
         -------

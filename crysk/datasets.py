@@ -14,14 +14,12 @@ silently. Targets are loaded as they are: a missing target stays ``NaN``
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
 import itertools
 import json
 import logging
 import os
-import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,9 +28,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed, effective_n_jobs
 
-from .structures import CrystalInputError, as_structure
+from .parallel import map_chunks
+from .structures import CrystalInputError, as_structure, quiet_warnings
 
 __all__ = ["Dataset", "load_cgcnn_folder", "load_matbench", "load_table"]
 
@@ -124,6 +122,7 @@ class Dataset:
         Parameters
         ----------
         key : array of int or bool
+            Positions or a boolean mask of the records to keep.
 
         Returns
         -------
@@ -163,26 +162,11 @@ def _coerce_cell(value: Any, column: str, index: int, id: Any) -> Any:
     return value
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence pymatgen's warnings (coordinate snapping, missing element data).
-
-    ``catch_warnings`` swaps process-wide state, so it is only safe in the
-    main thread: under a threading joblib backend the workers leave it alone.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 def _parse_chunk(items: Sequence, ids: Sequence, start: int, column: str, errors: str):
     structures, kept, failed = [], [], []
     for k, (item, sid) in enumerate(zip(items, ids)):
         try:
-            with _quiet():
+            with quiet_warnings():
                 structures.append(as_structure(_coerce_cell(item, column, start + k, sid), index=start + k, id=sid))
         except CrystalInputError as exc:
             if errors == "raise":
@@ -198,20 +182,17 @@ def _parse_all(
 ) -> tuple[list, list[int], list[CrystalInputError]]:
     """Parse every item, in parallel for large inputs; keeps input order."""
     n = len(items)
-    n_jobs = effective_n_jobs(n_jobs) if n >= _MIN_PARALLEL else 1
-    chunk = max(1, min(500, -(-n // (8 * n_jobs)))) if (n_jobs > 1 or verbose) else max(n, 1)
-    starts = range(0, n, chunk)
-    tasks = [
-        (items[s : s + chunk], ids[s : s + chunk], s, column, errors) for s in starts
-    ]
-    if n_jobs == 1:
-        parts = (_parse_chunk(*t) for t in tasks)
-    else:
-        parts = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_parse_chunk)(*t) for t in tasks)
-    if verbose:
-        from tqdm.auto import tqdm
-
-        parts = tqdm(parts, total=len(tasks), desc="parsing structures", unit="chunk")
+    parts = map_chunks(
+        _parse_chunk,
+        n,
+        lambda start, stop, parallel: (items[start:stop], ids[start:stop], start, column, errors),
+        n_jobs=n_jobs,
+        min_parallel=_MIN_PARALLEL,
+        chunks_per_job=8,
+        max_chunk=500,
+        progress="parsing structures" if verbose else None,
+        progress_chunk=max(1, min(500, -(-n // 8))),
+    )
     structures, kept, failed = [], [], []
     for s, k, f in parts:
         structures.extend(s)
@@ -443,6 +424,7 @@ def load_table(
     Parameters
     ----------
     path : str or os.PathLike
+        A CSV or JSON-lines file (``.gz`` compressed or not).
     structure_col : str, default="cif"
         Column holding the structures: CIF (or POSCAR) text, a pymatgen
         ``Structure.as_dict()`` dict (or that dict as JSON text in a CSV),
@@ -525,9 +507,9 @@ def load_table(
 
 def _matbench_name(name: str) -> str:
     full = name if name.startswith("matbench_") else f"matbench_{name}"
-    from matminer.datasets.utils import _load_dataset_dict
+    from matminer.datasets import get_available_datasets
 
-    known = sorted(k for k in _load_dataset_dict() if k.startswith("matbench_"))
+    known = sorted(k for k in get_available_datasets(print_format=None) if k.startswith("matbench_"))
     if full not in known:
         raise ValueError(f"unknown Matbench data set {name!r}; choose one of {known} (the 'matbench_' prefix is optional)")
     return full
@@ -598,16 +580,17 @@ def load_matbench(
     """
     _check_errors(errors)
     full = _matbench_name(name)
-    from matminer.datasets.utils import _get_data_home, _load_dataset_dict
+    from matminer import datasets as mm
 
-    meta = _load_dataset_dict()[full]
+    meta = {key: mm.get_dataset_attribute(full, key) for key in ("columns", "url", "file_type")}
     if "structure" not in meta["columns"]:
         raise ValueError(
             f"{full} gives compositions, not structures; crysk's graph models need structures. Use "
             "matminer.datasets.load_dataset directly (crysk.baselines.ElementDescriptor accepts compositions)"
         )
-    home = _get_data_home(None if data_home is None else str(data_home))
-    local = Path(home) / f"{full}.{meta['file_type']}"
+    # where matminer's load_dataset looks: data_home, else $MATMINER_DATA, else its package folder
+    home = data_home if data_home is not None else os.environ.get("MATMINER_DATA", os.path.dirname(mm.__file__))
+    local = Path(home).expanduser() / f"{full}.{meta['file_type']}"
     if not local.is_file():
         why = _reachable(meta["url"], timeout)
         if why is not None:

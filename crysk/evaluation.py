@@ -18,7 +18,6 @@ and :func:`learning_curve` with :func:`equivalent_training_size` give Table 2.
 from __future__ import annotations
 
 import inspect
-import numbers
 import os
 import time
 import warnings
@@ -32,8 +31,9 @@ import joblib
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import mean_absolute_error
-from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils.validation import _num_samples
+from sklearn.utils import check_random_state
+
+from ._validation import check_number
 
 __all__ = [
     "PairedTTestResult",
@@ -52,9 +52,28 @@ __all__ = [
 
 
 def _count(name: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return int(check_number(name, value, integer=True, low=minimum))
+
+
+def _n_samples(X: Any) -> int:
+    """Number of rows of an array, DataFrame, sequence or CrystalGraphs."""
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return int(shape[0])
+    try:
+        return len(X)
+    except TypeError:
+        raise TypeError(f"expected an array-like, sequence or CrystalGraphs, got {type(X).__name__}") from None
+
+
+def _take(X: Any, positions: np.ndarray) -> Any:
+    """Rows ``positions`` of ``X``, in the same kind of container (as cross-validation splits need)."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if hasattr(X, "iloc"):  # pandas: positions, not labels
+        return X.iloc[positions]
+    if isinstance(X, (list, tuple)):
+        return [X[i] for i in positions]
+    return X[positions]  # numpy arrays, CrystalGraphs, sparse matrices
 
 
 class RepeatedSubsample:
@@ -73,10 +92,13 @@ class RepeatedSubsample:
     Parameters
     ----------
     n_train : int, default=500
+        Training crystals per trial.
     n_val : int, default=125
         0 for no validation part.
     n_test : int, default=125
+        Test crystals per trial.
     n_trials : int, default=10
+        Number of trials (independent random draws).
     random_state : int, RandomState instance or None, default=None
         With an int, every call of ``split`` gives the same trials.
 
@@ -138,13 +160,15 @@ class RepeatedSubsample:
         X : array-like, sequence or CrystalGraphs
             Only its length is used.
         y, groups : ignored
+            Ignored; accepted for scikit-learn's splitter signature.
+            Ignored; only the length of ``X`` matters.
 
         Yields
         ------
         train, val, test : numpy.ndarray of int
             Disjoint; ``val`` is empty when ``n_val=0``.
         """
-        n = _num_samples(X)
+        n = _n_samples(X)
         n_train, n_val, n_test = self._sizes(n)
         rng = check_random_state(self.random_state)
         for _ in range(self.n_trials):
@@ -159,6 +183,8 @@ class RepeatedSubsample:
         X : array-like, sequence or CrystalGraphs
             Only its length is used.
         y, groups : ignored
+            Ignored; accepted for scikit-learn's splitter signature.
+            Ignored; only the length of ``X`` matters.
 
         Yields
         ------
@@ -175,6 +201,9 @@ class RepeatedSubsample:
         Parameters
         ----------
         X, y, groups : ignored
+            Ignored; accepted for scikit-learn's splitter signature.
+            Ignored.
+            Ignored.
 
         Returns
         -------
@@ -196,6 +225,7 @@ def accepts_validation(estimator: BaseEstimator) -> bool:
     Parameters
     ----------
     estimator : estimator
+        Any scikit-learn estimator (it is cloned, never fitted in place).
 
     Returns
     -------
@@ -229,16 +259,16 @@ def _run_trial(name, estimator, X, y, trial, train, val, test) -> dict:
     est = clone(estimator)
     use_val = len(val) > 0 and accepts_validation(est)
     fit_idx = train if use_val or len(val) == 0 else np.concatenate([train, val])
-    X_fit, y_fit = _safe_indexing(X, fit_idx), _safe_indexing(y, fit_idx)
+    X_fit, y_fit = _take(X, fit_idx), _take(y, fit_idx)
     kwargs = {}
     if use_val:
-        kwargs = {"X_valid": _safe_indexing(X, val), "y_valid": _safe_indexing(y, val)}
+        kwargs = {"X_valid": _take(X, val), "y_valid": _take(y, val)}
     start = time.perf_counter()
     est.fit(X_fit, y_fit, **kwargs)
     fit_time = time.perf_counter() - start
-    X_test = _safe_indexing(X, test)
+    X_test = _take(X, test)
     start = time.perf_counter()
-    test_mae = _mae(_safe_indexing(y, test), est.predict(X_test))
+    test_mae = _mae(_take(y, test), est.predict(X_test))
     predict_time = time.perf_counter() - start
     return {
         "estimator": name,
@@ -314,8 +344,9 @@ def compare(
     estimators : mapping of str to estimator
         Names (used in the ``estimator`` column) and unfitted estimators.
     X : sequence of structures, CrystalGraphs or array-like
-        Indexed with ``sklearn.utils._safe_indexing``.
+        Rows are taken by position (``.iloc`` for pandas).
     y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        Targets, one row per crystal.
     cv : RepeatedSubsample or scikit-learn splitter
         A splitter without ``split_with_validation`` (e.g. ``KFold``) gives
         no validation part.
@@ -345,8 +376,8 @@ def compare(
     """
     if not isinstance(estimators, Mapping) or not estimators:
         raise TypeError("estimators must be a non-empty dict mapping names to estimators")
-    if _num_samples(X) != _num_samples(y):
-        raise ValueError(f"X has {_num_samples(X)} samples but y has {_num_samples(y)}")
+    if _n_samples(X) != _n_samples(y):
+        raise ValueError(f"X has {_n_samples(X)} samples but y has {_n_samples(y)}")
     splits = _splits(cv, X, y)
     tasks = [
         (name, est, trial, *parts)
@@ -426,6 +457,7 @@ def paired_ttest(results: pd.DataFrame, a: str, b: str, metric: str = "test_mae"
     a, b : str
         Estimator names.
     metric : str, default="test_mae"
+        Column of the :func:`compare` table to compare.
 
     Returns
     -------
@@ -500,7 +532,9 @@ def markdown_table(
     results : pandas.DataFrame
         As returned by :func:`compare`.
     metrics : sequence of str, default=("train_mae", "test_mae")
+        Columns of the :func:`compare` table to show.
     digits : int, default=3
+        Decimals shown.
 
     Returns
     -------
@@ -541,18 +575,24 @@ def learning_curve(
     Parameters
     ----------
     estimator : estimator
+        Any scikit-learn estimator (it is cloned, never fitted in place).
     X, y
         As for :func:`compare`.
     train_sizes : sequence of int
+        Numbers of training crystals, one curve point each.
     n_val : int, default=125
         Validation crystals per trial (merged into training for estimators
         without a validation set, see :func:`compare`).
     n_test : int, default=125
+        Test crystals per trial.
     n_trials : int, default=5
+        Number of trials (independent random draws).
     random_state : int, default=0
         Must be fixed (not None) for the test sets to be shared.
     n_jobs : int, optional
+        Fits run in parallel (joblib; one task per estimator, size and trial).
     verbose : bool, default=False
+        Show a progress bar.
 
     Returns
     -------

@@ -7,11 +7,13 @@ validation rule lives here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "atomic_numbers",
     "describe",
     "too_close_error",
+    "quiet_warnings",
     "MIN_DISTANCE",
 ]
 
@@ -134,6 +137,29 @@ def _gemmi_cif_arrays(text: str):
     return symbols, small.cell.parameters, frac
 
 
+@contextlib.contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """Silence warnings (pymatgen's coordinate snapping, missing element data) in the main thread.
+
+    ``warnings.catch_warnings`` swaps the process-wide filter list and puts
+    it back on exit; two threads doing that at once can leave the filters
+    of one installed for good. Only the main thread silences; in other
+    threads (a threading joblib backend, a web server's workers) the block
+    runs with the filters as they are, so warnings may show but no state
+    is corrupted.
+
+    Yields
+    ------
+    None
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _parse_text(text: str, fmt: str | None, index, id) -> Structure:
     if fmt is None:
         fmt = "cif" if _looks_like_cif(text) else "poscar"
@@ -146,10 +172,9 @@ def _parse_text(text: str, fmt: str | None, index, id) -> Structure:
             # Lattice.from_parameters orients the cell as pymatgen's CIF parser does
             return Structure(Lattice.from_parameters(*params), symbols, frac)
     try:
-        with warnings.catch_warnings():
-            # pymatgen warns when it snaps coordinates to special positions and
-            # when an element lacks some property; neither affects the graph.
-            warnings.simplefilter("ignore")
+        # pymatgen warns when it snaps coordinates to special positions and
+        # when an element lacks some property; neither affects the graph.
+        with quiet_warnings():
             if fmt == "cif":
                 from pymatgen.io.cif import CifParser
 
@@ -180,8 +205,7 @@ def _from_path(path: Path, index, id) -> Structure:
         with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
             return _parse_text(fh.read(), "cif", index, id if id is not None else path.name)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             return Structure.from_file(str(path))
     except Exception as exc:
         raise CrystalInputError(
@@ -277,6 +301,7 @@ def too_close_error(
     Parameters
     ----------
     s : Structure
+        The structure.
     i, j : int
         The two sites.
     distance : float
@@ -305,6 +330,7 @@ def atomic_numbers(s: Structure, index=None, id=None) -> np.ndarray:
     Parameters
     ----------
     s : Structure
+        The structure.
     index, id : optional
         Name of the structure for error messages.
 

@@ -19,9 +19,8 @@ import logging
 import os
 import pickle
 import re
-import sys
 import tempfile
-import types
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,6 +71,7 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
     Parameters
     ----------
     path : str or os.PathLike
+        The file to write (its folder is created if needed).
     payload : mapping
         Only tensors, numbers, strings, booleans, None, lists, tuples and
         dicts, so that it loads with ``torch.load(weights_only=True)``.
@@ -106,6 +106,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     Parameters
     ----------
     path : str or os.PathLike
+        The file to read.
 
     Returns
     -------
@@ -150,29 +151,31 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+class _StandInCrystalAE(torch.nn.Module):  # inert: no forward, no code from the file
+    pass
+
+
+class _StandInConvLayer(torch.nn.Module):
+    pass
+
+
+# torch's allow-list of classes for weights_only loading is process-wide; crysk's own loads take turns
+_ALLOWLIST_LOCK = threading.Lock()
+
+
 def _load_released_crysae(path: Path) -> dict:
     """Rebuild the released CrysAE module from inert stand-ins and return its weights.
 
     The file is a whole pickled ``model.CrystalAE`` (CrysXPP code). Empty
-    ``torch.nn.Module`` subclasses stand in for the project's classes, so the
-    unpickler restores the tensors without importing or running their code.
+    ``torch.nn.Module`` subclasses stand in for the project's classes, named
+    ``model.CrystalAE``/``model.ConvLayer`` in torch's weights-only
+    allow-list only, so the unpickler restores the tensors without
+    importing or running their code, and no module named ``model`` is ever
+    looked up or installed (a user's own ``model`` module stays untouched).
     """
-
-    class CrystalAE(torch.nn.Module):  # inert stand-in: no forward, no code from the file
-        pass
-
-    class ConvLayer(torch.nn.Module):
-        pass
-
-    stand_in = types.ModuleType("model")
-    CrystalAE.__module__ = ConvLayer.__module__ = "model"
-    CrystalAE.__qualname__, ConvLayer.__qualname__ = "CrystalAE", "ConvLayer"
-    stand_in.CrystalAE, stand_in.ConvLayer = CrystalAE, ConvLayer
-    previous = sys.modules.get("model")
-    sys.modules["model"] = stand_in
     allowed = [
-        CrystalAE,
-        ConvLayer,
+        (_StandInCrystalAE, "model.CrystalAE"),
+        (_StandInConvLayer, "model.ConvLayer"),
         torch.nn.Linear,
         torch.nn.Bilinear,
         torch.nn.ModuleList,
@@ -182,15 +185,10 @@ def _load_released_crysae(path: Path) -> dict:
         set,
     ]
     try:
-        with torch.serialization.safe_globals(allowed):
+        with _ALLOWLIST_LOCK, torch.serialization.safe_globals(allowed):
             module = _torch_load(path)
     except Exception as exc:
         raise CheckpointError(f"cannot read the CrysAE checkpoint {str(path)!r}: {_first_line(exc)}") from exc
-    finally:
-        if previous is None:
-            sys.modules.pop("model", None)
-        else:
-            sys.modules["model"] = previous
     if not isinstance(module, torch.nn.Module):
         raise CheckpointError(f"{str(path)!r} did not hold a CrysAE module")
     return {"format": "crysae-released", "state_dict": OrderedDict(module.state_dict())}
@@ -337,6 +335,7 @@ def transfer_weights(
     module : torch.nn.Module
         The freshly initialised target.
     source : WeightSource
+        The weights to copy, as returned by :func:`read_weights`.
     strict : bool, default=False
         Raise instead of leaving any tensor on either side unmatched.
     expected_settings : dict, optional

@@ -91,7 +91,7 @@ def test_l1_reduction_mean_is_the_sum_over_the_feature_dimensions(data):
     assert model.get_loss(y_pred, y_true, training=True).item() == pytest.approx(plain.item() + 0.5 * l1)
     model.set_params(l1_reduction="mean")
     assert model.get_loss(y_pred, y_true, training=True).item() == pytest.approx(plain.item() + 0.5 * l1 / 92)
-    with pytest.raises(ValueError, match="l1_reduction must be 'sum' or 'mean'"):
+    with pytest.raises(ValueError, match=r"l1_reduction must be one of \['sum', 'mean'\]"):
         CrysXPPRegressor(**FAST, l1_reduction="max").fit(X[:80], y[:80])
 
 

@@ -8,17 +8,20 @@ class only says which torch module to build.
 
 from __future__ import annotations
 
-import numbers
+import inspect
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from skorch import NeuralNet, NeuralNetRegressor
-from skorch.callbacks import EpochTimer, LRScheduler, PassthroughScoring, PrintLog
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from skorch import NeuralNet, NeuralNetRegressor
+from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
 
-from .._malloc import tune_malloc
+from .._malloc import malloc_tuning
+from .._validation import check_number, check_option
 from ..featurizer import CrystalGraphFeaturizer, check_settings, graph_settings
 from ..graphs import CrystalGraphs
 from ..targets import make_target_scaler
@@ -32,8 +35,8 @@ from ..transfer import (
     scaler_state,
     transfer_weights,
 )
-from .callbacks import RestoreBestWeights, ValidMAE
-from .data import GraphBatch, GraphBatchIterator, GraphDataset
+from .callbacks import NetMultiStepLR, RestoreBestWeights, ValidMAE
+from .data import GraphBatch, GraphBatchIterator, GraphDataset, as_graph_dataset
 
 __all__ = ["CrystalNet", "CrystalNetRegressor", "register_estimator", "estimator_from_checkpoint"]
 
@@ -44,22 +47,47 @@ _OPTIMIZERS = {
 }
 _LOSSES = {"mse": torch.nn.MSELoss, "l1": torch.nn.L1Loss, "mae": torch.nn.L1Loss}
 
+# skorch arguments that crysk's own machinery replaces: skorch's signature accepts them, but any value
+# other than crysk's would be ignored, so fit refuses it (with what to do instead)
+_REPLACED = {
+    "iterator_train": (GraphBatchIterator, "crysk batches the graphs on the device itself; set batch_size"),
+    "iterator_valid": (GraphBatchIterator, "crysk batches the graphs on the device itself; set batch_size"),
+    "dataset": (GraphDataset, "crysk builds its datasets from the graphs"),
+    "predict_nonlinearity": ("auto", "predictions are the network outputs in the targets' units"),
+    "warm_start": (False, "use partial_fit to continue training, or warm_start_from= to start from weights"),
+}
+_REPLACED_PREFIXES = ("iterator_train__", "iterator_valid__", "dataset__")
+# the fit parameters crysk's fit and partial_fit understand (skorch adds _routing_method itself)
+_VALIDATION_KEYS = ("X_valid", "y_valid")
 
-def _check_targets(y: Any, n: int) -> np.ndarray:
+
+def _same(value: Any, default: Any) -> bool:
+    """Whether ``value`` is ``default``: the same object, or an equal plain value."""
+    if value is default:
+        return True
+    plain = (bool, int, float, str, type(None))
+    return type(value) is type(default) and isinstance(value, plain) and value == default
+
+
+def _is_estimator(obj: Any) -> bool:
+    return hasattr(obj, "fit") and hasattr(obj, "get_params") and not isinstance(obj, type)
+
+
+def _check_targets(y: Any, n: int, name: str = "y") -> np.ndarray:
     if y is None:
-        raise ValueError("y is required: this estimator is supervised")
+        raise ValueError(f"{name} is required: this estimator is supervised")
     y = np.asarray(y, dtype=np.float64) if not hasattr(y, "to_numpy") else y.to_numpy(dtype=np.float64)
     if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
-        raise ValueError(f"y must be 1-D (one target) or 2-D (several), got shape {y.shape}")
+        raise ValueError(f"{name} must be 1-D (one target) or 2-D (several), got shape {y.shape}")
     if len(y) != n:
-        raise ValueError(f"X has {n} crystals but y has {len(y)} values; they must match one to one")
+        raise ValueError(f"X has {n} crystals but {name} has {len(y)} values; they must match one to one")
     if n == 0:
         raise ValueError("got no crystals to fit")
     bad = ~np.isfinite(y.reshape(n, -1)).all(axis=1)
     if bad.any():
         where = np.flatnonzero(bad)
         raise ValueError(
-            f"y has NaN or inf for {len(where)} crystals (first at positions {where[:5].tolist()}); "
+            f"{name} has NaN or inf for {len(where)} crystals (first at positions {where[:5].tolist()}); "
             "drop those crystals or fill their targets before fitting"
         )
     return y
@@ -72,14 +100,27 @@ class CrystalNet(NeuralNet):
     validation split, device-resident batching, warm starts, freezing and
     the optimiser set-up. :class:`CrystalNetRegressor` adds targets;
     :class:`~crysk.CrysAE` trains without them.
+
+    Parameters
+    ----------
+    module : type of torch.nn.Module, optional
+        The network class; each subclass sets its own.
+    radius, max_num_nbr, lr, optimizer, momentum, weight_decay, lr_milestones, gamma, batch_size, max_epochs, \
+validation_fraction, warm_start_from, freeze, warm_start_strict, lr_transferred, malloc_tuning, n_jobs, device, \
+random_state, verbose
+        As for :class:`~crysk.CGCNNRegressor`.
+    **kwargs
+        Other skorch ``NeuralNet`` arguments.
     """
 
     #: history key that is True on an epoch whose weights are kept (best validation epoch)
     _monitor = "valid_loss_best"
+    #: the network class a subclass builds unless ``module=`` says otherwise
+    _default_module: Any = None
 
     def __init__(
         self,
-        module=None,
+        module: Any = None,
         *,
         radius: float = 8.0,
         max_num_nbr: int = 12,
@@ -96,17 +137,16 @@ class CrystalNet(NeuralNet):
         freeze: Any = None,
         warm_start_strict: bool = False,
         lr_transferred: float | None = None,
+        malloc_tuning: bool = True,
         n_jobs: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
         verbose: int = 0,
-        **kwargs,
+        **kwargs: Any,
     ):
-        kwargs.setdefault("criterion", torch.nn.MSELoss)
-        kwargs.setdefault("train_split", None)
-        kwargs.setdefault("iterator_train", GraphBatchIterator)
-        kwargs.setdefault("iterator_valid", GraphBatchIterator)
-        kwargs.setdefault("dataset", GraphDataset)
+        for name, value in self._skorch_defaults().items():
+            if name != "module":
+                kwargs.setdefault(name, value)
         super().__init__(
             module,
             lr=lr,
@@ -128,33 +168,134 @@ class CrystalNet(NeuralNet):
         self.freeze = freeze
         self.warm_start_strict = warm_start_strict
         self.lr_transferred = lr_transferred
+        self.malloc_tuning = malloc_tuning
         self.n_jobs = n_jobs
         self.random_state = random_state
 
     # ------------------------------------------------------------------ params
+    def _skorch_defaults(self) -> dict[str, Any]:
+        """skorch's own arguments with crysk's values for them (they stay out of ``get_params`` unless changed)."""
+        return {
+            "module": self._default_module,
+            "criterion": None,
+            "train_split": None,
+            "callbacks": None,
+            "iterator_train": GraphBatchIterator,
+            "iterator_valid": GraphBatchIterator,
+            "dataset": GraphDataset,
+            "predict_nonlinearity": "auto",
+            "warm_start": False,
+            "compile": False,
+            "use_caching": "auto",
+            "torch_load_kwargs": None,
+        }
+
+    def _get_param_names(self) -> list[str]:
+        # skorch takes every instance attribute not ending in "_" as a parameter, its own bookkeeping
+        # (_params_to_validate) included. crysk's parameters are its constructor's, plus the skorch
+        # arguments given a value other than crysk's and the routed ones (module__*, optimizer__*, ...)
+        signature = inspect.signature(type(self).__init__).parameters.values()
+        names = {p.name for p in signature if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+        attrs = vars(self)
+        names |= {k for k, d in self._skorch_defaults().items() if k in attrs and not _same(attrs[k], d)}
+        names |= {k for k in attrs if "__" in k and not k.startswith("_")}
+        names |= {k for k in getattr(self, "_params_to_validate", ()) if k in attrs}
+        return sorted(names)
+
+    def set_params(self, **params: Any) -> "CrystalNet":
+        """Set parameters (scikit-learn's ``set_params``; nothing is checked or built here).
+
+        Parameters
+        ----------
+        **params
+            Constructor parameters by name, skorch arguments (``criterion``,
+            ``train_split``, ``callbacks`` ...) and routed ones
+            (``optimizer__nesterov``, ``callbacks__print_log__sink`` ...).
+
+        Returns
+        -------
+        self
+        """
+        skorch_args = {k: params.pop(k) for k in list(params) if k in self._skorch_defaults() and k != "callbacks"}
+        # skorch's arguments at crysk's values are not in get_params, so BaseEstimator.set_params would
+        # refuse them; they are plain attributes, read when fitting
+        for name, value in skorch_args.items():
+            setattr(self, name, value)
+        return super().set_params(**params) if params else self
+
+    def __repr__(self) -> str:
+        # scikit-learn's repr (the parameters the user changed), not skorch's list of module attributes
+        from sklearn.base import BaseEstimator
+
+        return BaseEstimator.__repr__(self)
+
+    def __sklearn_clone__(self) -> "CrystalNet":
+        """Clone as scikit-learn does, passing a fitted ``warm_start_from`` estimator by reference.
+
+        A fitted estimator given as ``warm_start_from`` is the source of the
+        weights, not a sub-estimator to refit: ``clone`` would turn it into
+        an unfitted copy, and every clone made by ``cross_val_score``,
+        ``GridSearchCV`` or :func:`crysk.evaluation.compare` would then have
+        nothing to start from. Its weights are read at each ``fit``.
+
+        Returns
+        -------
+        CrystalNet
+            An unfitted estimator with the same parameters.
+        """
+        params = self.get_params(deep=False)
+        source = params.get("warm_start_from")
+        if not _is_estimator(source):
+            return super().__sklearn_clone__()
+        new_params = {k: v if k == "warm_start_from" else clone(v, safe=False) for k, v in params.items()}
+        new = type(self)(**new_params)
+        if hasattr(self, "_metadata_request"):
+            import copy
+
+            new._metadata_request = copy.deepcopy(self._metadata_request)
+        return new
+
     def _module_kwargs(self) -> dict[str, Any]:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def _check_params(self) -> None:
-        def positive_int(name):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
+    def _check_params(self, fit_params: dict[str, Any] | None = None) -> None:
+        """Check every parameter (and the fit parameters); called by ``fit``, never by ``__init__``."""
         for name in ("batch_size", "max_num_nbr"):
-            positive_int(name)
-        me = self.max_epochs
-        if not isinstance(me, numbers.Integral) or isinstance(me, bool) or me < 0:
-            raise ValueError(f"max_epochs must be a non-negative integer (0 only initialises), got {me!r}")
-        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.radius, numbers.Real) and self.radius > 0):
-            raise ValueError(f"radius must be a positive number of Å, got {self.radius!r}")
-        vf = self.validation_fraction
-        if vf is not None and not (isinstance(vf, numbers.Real) and 0 <= vf < 1):
-            raise ValueError(f"validation_fraction must be in [0, 1) or None, got {vf!r}")
-        if isinstance(self.optimizer, str) and self.optimizer.lower() not in _OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer class")
+            check_number(name, getattr(self, name), integer=True, low=1)
+        check_number("max_epochs", self.max_epochs, integer=True, low=0, hint=" (0 only initialises)")
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("lr_transferred", self.lr_transferred, low=0, low_open=True, allow_none=True)
+        check_number("radius", self.radius, low=0, low_open=True, hint=" (Å)")
+        check_number("gamma", self.gamma, low=0, low_open=True)
+        check_number("momentum", self.momentum, low=0)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("validation_fraction", self.validation_fraction, low=0, high=1, high_open=True, allow_none=True)
+        if not isinstance(self.malloc_tuning, bool):
+            raise ValueError(f"malloc_tuning must be True or False, got {self.malloc_tuning!r}")
+        if isinstance(self.optimizer, str):
+            check_option("optimizer", self.optimizer.lower(), sorted(_OPTIMIZERS), hint=" (or a torch optimizer class)")
+        milestones = self.lr_milestones
+        if milestones is not None:
+            try:
+                milestones = list(milestones)
+            except TypeError:
+                raise ValueError(f"lr_milestones must be a sequence of epochs (e.g. (100,)) or None, got {milestones!r}")
+            for m in milestones:
+                check_number("each of lr_milestones", m, integer=True, low=1)
+        if self.lr_transferred is not None and self.warm_start_from is None:
+            raise ValueError("lr_transferred applies to transferred weights: set warm_start_from too, or leave it None")
+        for name, (default, instead) in _REPLACED.items():
+            if not _same(getattr(self, name, default), default):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not used by crysk estimators: {instead}")
+        routed = sorted(k for k in vars(self) if k.startswith(_REPLACED_PREFIXES))
+        if routed:
+            raise ValueError(f"{routed} are not used by crysk estimators: crysk batches the graphs itself")
+        unknown = sorted(set(fit_params or {}) - set(self._fit_param_names()) - {"_routing_method"})
+        if unknown:
+            raise TypeError(f"unexpected fit parameters: {unknown}; {type(self).__name__}.fit takes {self._fit_param_names()}")
+
+    def _fit_param_names(self) -> tuple[str, ...]:
+        return _VALIDATION_KEYS
 
     @property
     def graph_settings(self) -> dict[str, Any]:
@@ -174,16 +315,14 @@ class CrystalNet(NeuralNet):
     # ------------------------------------------------------------------ skorch hooks
     @property
     def _default_callbacks(self):
-        milestones = [] if self.lr_milestones is None else list(self.lr_milestones)
+        # built from nothing but constants: get_params lists the default callbacks, so building them
+        # must never read (or check) a parameter; the LR schedule reads lr_milestones when training starts
         return [
             ("epoch_timer", EpochTimer()),
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
             ("valid_loss", PassthroughScoring(name="valid_loss")),
             *self._extra_callbacks(),
-            (
-                "lr_scheduler",
-                LRScheduler(policy="MultiStepLR", milestones=milestones, gamma=self.gamma),
-            ),
+            ("lr_scheduler", NetMultiStepLR()),
             ("restore_best", RestoreBestWeights(self._monitor)),
             ("print_log", PrintLog()),
         ]
@@ -191,8 +330,23 @@ class CrystalNet(NeuralNet):
     def _extra_callbacks(self) -> list:
         return []
 
-    def initialize_module(self):
-        """Build the torch module (seeded), warm-start it and freeze what ``freeze`` names."""
+    def initialize(self) -> "CrystalNet":
+        """Build callbacks, module, criterion and optimiser, and the seeded shuffling order.
+
+        Returns
+        -------
+        self
+        """
+        self._shuffle_rng = np.random.default_rng(int(self._seeds()[2]))
+        return super().initialize()
+
+    def initialize_module(self) -> "CrystalNet":
+        """Build the torch module (seeded), warm-start it and freeze what ``freeze`` names.
+
+        Returns
+        -------
+        self
+        """
         seed = int(self._seeds()[0])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -208,8 +362,6 @@ class CrystalNet(NeuralNet):
         transferred = set(self.transfer_report_.loaded) if self.transfer_report_ else set()
         fresh = [name for name in self.frozen_parameters_ if name not in transferred]
         if fresh:
-            import warnings
-
             warnings.warn(
                 f"freeze={self.freeze!r} keeps {len(fresh)} freshly initialised (not transferred) tensors fixed, "
                 f"e.g. {fresh[:3]}: they will stay random. Check warm_start_from and the layer widths",
@@ -229,8 +381,34 @@ class CrystalNet(NeuralNet):
         self.module_ = module.to(self.device)
         return self
 
-    def initialize_optimizer(self, triggered_directly=None):
-        """Optimiser over the trainable parameters, with ``momentum``/``weight_decay``."""
+    def initialize_criterion(self) -> "CrystalNet":
+        """The ``criterion`` class given (with ``criterion__*`` arguments), or the estimator's own loss.
+
+        Returns
+        -------
+        self
+        """
+        if self.criterion is None:
+            self.criterion_ = self._default_criterion()
+            return self
+        return super().initialize_criterion()
+
+    def _default_criterion(self) -> torch.nn.Module | None:
+        """The loss used when ``criterion`` is None (None: the estimator computes its own in ``get_loss``)."""
+        return None
+
+    def initialize_optimizer(self, triggered_directly: Any = None) -> "CrystalNet":
+        """Optimiser over the trainable parameters, with ``momentum``/``weight_decay``.
+
+        Parameters
+        ----------
+        triggered_directly : object, optional
+            Unused; kept for skorch's signature.
+
+        Returns
+        -------
+        self
+        """
         opt = self.optimizer
         if isinstance(opt, str):
             opt = _OPTIMIZERS[opt.lower()]
@@ -251,18 +429,57 @@ class CrystalNet(NeuralNet):
         self.optimizer_ = opt(*args, **kwargs)
         return self
 
-    def get_dataset(self, X, y=None):
-        """Wrap graphs (already featurized) into a device-resident dataset."""
+    def get_dataset(self, X: Any, y: Any = None) -> GraphDataset:
+        """Wrap graphs (already featurized) into a device-resident dataset.
+
+        Parameters
+        ----------
+        X : CrystalGraphs or GraphDataset
+            Featurized crystals (or an already built dataset, returned as is).
+        y : numpy.ndarray, optional
+            Scaled targets.
+
+        Returns
+        -------
+        GraphDataset
+        """
         if isinstance(X, GraphDataset):
             return X
         return GraphDataset.from_graphs(X, y, self.device)
 
-    def get_split_datasets(self, X, y=None, **fit_params):
-        """Split off the validation crystals (``validation_fraction``) with the seeded RNG."""
+    def get_split_datasets(
+        self, X: Any, y: Any = None, X_valid: Any = None, y_valid: Any = None, **fit_params: Any
+    ) -> tuple[GraphDataset, GraphDataset | None]:
+        """Training and validation datasets.
+
+        The validation set is, in this order: ``X_valid``/``y_valid`` given to
+        ``fit`` or ``partial_fit``; what ``train_split`` returns, if set;
+        else a seeded ``validation_fraction`` of ``X``.
+
+        Parameters
+        ----------
+        X : CrystalGraphs or GraphDataset
+            Featurized crystals (or an already built dataset).
+        y : numpy.ndarray, optional
+            Scaled targets.
+        X_valid : CrystalGraphs or GraphDataset, optional
+            Featurized validation crystals given to ``fit``/``partial_fit``.
+        y_valid : numpy.ndarray, optional
+            Scaled validation targets.
+        **fit_params
+            Passed to ``train_split``.
+
+        Returns
+        -------
+        dataset_train, dataset_valid : GraphDataset, GraphDataset or None
+        """
         dataset = self.get_dataset(X, y)
-        valid = getattr(self, "fit_validation_", None)
-        if valid is not None:
-            return dataset, self.get_dataset(*valid)
+        if X_valid is not None:
+            return dataset, self.get_dataset(X_valid, y_valid)
+        if self.train_split is not None:
+            fit_params.pop("_routing_method", None)
+            train, valid = self.train_split(dataset, y, **fit_params)
+            return as_graph_dataset(train), None if valid is None else as_graph_dataset(valid)
         vf = self.validation_fraction
         n = len(dataset)
         n_valid = int(round(n * vf)) if vf else 0
@@ -273,34 +490,91 @@ class CrystalNet(NeuralNet):
         order = np.random.default_rng(int(self._seeds()[1])).permutation(n)
         return dataset.subset(np.sort(order[n_valid:])), dataset.subset(np.sort(order[:n_valid]))
 
-    def get_iterator(self, dataset, training=False):
-        """Batches gathered on the device; training batches are shuffled with the seeded RNG."""
+    def get_iterator(self, dataset: Any, training: bool = False) -> GraphBatchIterator:
+        """Batches gathered on the device; training batches are shuffled with the seeded RNG.
+
+        Parameters
+        ----------
+        dataset : GraphDataset (or a torch ``Subset`` of one)
+            The crystals to iterate over.
+        training : bool, default=False
+            Shuffle with the seeded generator (training) or keep the order.
+
+        Returns
+        -------
+        GraphBatchIterator
+        """
+        dataset = as_graph_dataset(dataset)
         batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
         if training:
-            return GraphBatchIterator(dataset, batch_size, shuffle=True, generator=self.shuffle_rng_)
+            return GraphBatchIterator(dataset, batch_size, shuffle=True, generator=self._shuffle_rng)
         return GraphBatchIterator(dataset, batch_size, shuffle=False)
 
-    def infer(self, x, **fit_params):
-        """Run the module on a :class:`GraphBatch`."""
+    def infer(self, x: Any, **fit_params: Any) -> Any:
+        """Run the module on a :class:`GraphBatch`.
+
+        Parameters
+        ----------
+        x : GraphBatch
+            One batch of crystals.
+        **fit_params
+            The validation set (``X_valid``/``y_valid``) travels with skorch's
+            fit parameters and is not the module's business.
+
+        Returns
+        -------
+        torch.Tensor or tuple of torch.Tensor
+        """
         if isinstance(x, GraphBatch):
             return self.module_(**x.tensors)
         return super().infer(x, **fit_params)
 
-    def check_data(self, X, y):  # the checks happen in fit, before featurizing
-        pass
+    def check_data(self, X: Any, y: Any) -> None:
+        """Nothing to do: ``fit`` checks inputs and targets before featurizing.
 
-    def _train(self, graphs: CrystalGraphs, y: np.ndarray | None) -> None:
-        """Initialise and run skorch's training loop on prepared graphs and targets."""
-        # set before training so that checkpoint callbacks can save mid-fit
-        self.graph_settings_ = self.graph_settings
-        if str(self.device).startswith("cpu"):
-            tune_malloc()
-        try:
-            self.initialize()
-            # NeuralNet.fit would call the subclass's partial_fit, which prepares y again
-            NeuralNet.partial_fit(self, graphs, y)
-        finally:
-            self.fit_validation_ = None
+        Parameters
+        ----------
+        X, y : ignored
+            Ignored.
+            Ignored.
+        """
+
+    def fit_loop(self, X: Any, y: Any = None, epochs: int | None = None, **fit_params: Any) -> "CrystalNet":
+        """skorch's training loop, inside :func:`crysk._malloc.malloc_tuning` on the CPU.
+
+        Parameters
+        ----------
+        X : CrystalGraphs or GraphDataset
+            Featurized crystals (or an already built dataset).
+        y : numpy.ndarray, optional
+            Scaled targets.
+        epochs : int, optional
+            Defaults to ``max_epochs``.
+        **fit_params
+            ``X_valid``/``y_valid`` (prepared by ``partial_fit``).
+
+        Returns
+        -------
+        self
+        """
+        tune = self.malloc_tuning is True and str(self.device).startswith("cpu")
+        with malloc_tuning(tune):
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
+    def on_epoch_end(self, net: "CrystalNet", **kwargs: Any) -> None:
+        """Let the module drop the per-edge buffers it keeps between training steps.
+
+        Parameters
+        ----------
+        net : CrystalNet
+            This estimator (skorch's callback signature).
+        **kwargs
+            skorch's epoch arguments.
+        """
+        super().on_epoch_end(net, **kwargs)
+        release = getattr(self.module_, "release_workspace", None)
+        if release is not None:
+            release()
 
     # ------------------------------------------------------------------ fitted state
     def _check_fitted(self) -> None:
@@ -311,7 +585,7 @@ class CrystalNet(NeuralNet):
             )
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, path) -> "Path":
+    def save_pretrained(self, path: Any) -> Path:
         """Save weights, hyperparameters, featurizer settings and target scaler.
 
         The file is written atomically and loads with
@@ -321,10 +595,12 @@ class CrystalNet(NeuralNet):
         Parameters
         ----------
         path : str or os.PathLike
+            The file to write (its folder is created if needed).
 
         Returns
         -------
         pathlib.Path
+            The path written.
         """
         from .. import __version__
 
@@ -350,7 +626,7 @@ class CrystalNet(NeuralNet):
         """Set the fitted attributes that :meth:`_checkpoint_state` saved."""
 
     @classmethod
-    def from_pretrained(cls, path, **params) -> "CrystalNet":
+    def from_pretrained(cls, path: Any, **params: Any) -> "CrystalNet":
         """Load a fitted estimator of this class from a checkpoint.
 
         Parameters
@@ -362,7 +638,8 @@ class CrystalNet(NeuralNet):
 
         Returns
         -------
-        estimator
+        CrystalNet
+            A fitted estimator of this class.
         """
         est = estimator_from_checkpoint(read_weights(path), **params)
         if not isinstance(est, cls):
@@ -376,8 +653,6 @@ class CrystalNet(NeuralNet):
         return tags
 
 
-
-
 class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
     """Base class of the crysk graph-network regressors (not used directly).
 
@@ -385,32 +660,42 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
     scikit-learn regressor behaviour lives here: ``fit(X, y)`` with
     structures or ``CrystalGraphs``, ``predict`` in original units, ``score``
     (R²), target scaling, best-epoch selection by validation MAE.
+
+    Parameters
+    ----------
+    module : type of torch.nn.Module, optional
+        The network class; each subclass sets its own.
+    loss : {"mse", "l1"}, default="mse"
+        Training loss on scaled targets, unless ``criterion`` is given.
+    target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
+        How targets are scaled for training.
+    **kwargs
+        The parameters of :class:`CrystalNet`.
     """
 
     _monitor = "valid_mae_best"
 
-    def __init__(self, module=None, *, loss: str = "mse", target_scaler: Any = "standard", **kwargs):
+    def __init__(self, module: Any = None, *, loss: str = "mse", target_scaler: Any = "standard", **kwargs: Any):
         super().__init__(module, **kwargs)
         self.loss = loss
         self.target_scaler = target_scaler
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if self.loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {self.loss!r}")
+    def _check_params(self, fit_params: dict[str, Any] | None = None) -> None:
+        super()._check_params(fit_params)
+        check_option("loss", self.loss, sorted(_LOSSES))
+        if self.criterion is not None and self.loss != "mse":
+            raise ValueError(f"give either loss={self.loss!r} or criterion=, not both: criterion replaces loss")
         make_target_scaler(self.target_scaler)
 
     def _extra_callbacks(self) -> list:
         return [("valid_mae", ValidMAE())]
 
-    def initialize_criterion(self):
-        """The loss named by ``loss``."""
-        self.criterion_ = _LOSSES[self.loss]().to(self.device)
-        return self
+    def _default_criterion(self) -> torch.nn.Module:
+        return _LOSSES[self.loss]()
 
     # ------------------------------------------------------------------ public API
-    def fit(self, X: Any, y: Any, **fit_params) -> "CrystalNetRegressor":
-        """Featurize (if needed), scale the targets and train.
+    def fit(self, X: Any, y: Any, **fit_params: Any) -> "CrystalNetRegressor":
+        """Featurize (if needed), scale the targets and train from scratch (or from ``warm_start_from``).
 
         Parameters
         ----------
@@ -427,39 +712,58 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
         -------
         self
         """
-        self._check_params()
-        X_valid = fit_params.pop("X_valid", None)
-        y_valid = fit_params.pop("y_valid", None)
-        if fit_params:
-            raise TypeError(f"unexpected fit parameters: {sorted(fit_params)}")
+        self._check_params(fit_params)
         graphs = self._as_graphs(X)
         y = _check_targets(y, len(graphs))
         self.y_ndim_ = y.ndim
         y2 = y.reshape(len(y), -1)
         self.n_outputs_ = y2.shape[1]
         self.target_scaler_ = make_target_scaler(self.target_scaler).fit(y2)
-        y_scaled = self.target_scaler_.transform(y2)
-        self.fit_validation_ = None
-        if X_valid is not None:
-            g_valid = self._as_graphs(X_valid)
-            yv = _check_targets(y_valid, len(g_valid)).reshape(len(g_valid), -1)
-            if yv.shape[1] != self.n_outputs_:
-                raise ValueError(f"y_valid has {yv.shape[1]} targets, y has {self.n_outputs_}")
-            self.fit_validation_ = (g_valid, self.target_scaler_.transform(yv))
-        self.shuffle_rng_ = np.random.default_rng(int(self._seeds()[2]))
+        # set before training so that checkpoint callbacks can save mid-fit
+        self.graph_settings_ = self.graph_settings
         self.best_epoch_ = None
-        self._train(graphs, y_scaled)
-        return self
+        # skorch's fit: initialize(), then partial_fit, which scales y (and the validation set)
+        return super().fit(graphs, y, **fit_params)
 
-    def partial_fit(self, X, y=None, classes=None, **fit_params):
-        """Continue training on (X, y), see :meth:`fit` (targets scaled as in the first fit)."""
+    def partial_fit(self, X: Any, y: Any = None, classes: Any = None, **fit_params: Any) -> "CrystalNetRegressor":
+        """Train for ``max_epochs`` more epochs on (X, y), continuing from the current weights.
+
+        Targets are scaled with the scaler fitted by the first :meth:`fit`;
+        the learning-rate schedule, history and optimiser state continue.
+        On an unfitted estimator this is :meth:`fit`.
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+            The crystals to train on.
+        y : array-like of shape (n_crystals,) or (n_crystals, n_targets)
+            Their targets, in original units.
+        classes : None
+            Unused (scikit-learn's signature for classifiers).
+        **fit_params
+            ``X_valid`` and ``y_valid``: an explicit validation set.
+
+        Returns
+        -------
+        self
+        """
         if not getattr(self, "initialized_", False) or not hasattr(self, "target_scaler_"):
-            return self.fit(X, y, **fit_params)
+            return self.fit(X, y, **{k: v for k, v in fit_params.items() if k != "_routing_method"})
         if isinstance(X, GraphDataset):
             return super().partial_fit(X, y, classes, **fit_params)
         graphs = self._as_graphs(X)
-        y2 = _check_targets(y, len(graphs)).reshape(len(graphs), -1)
-        return super().partial_fit(graphs, self.target_scaler_.transform(y2), classes, **fit_params)
+        y_scaled = self._scale(y, len(graphs), "y")
+        if fit_params.get("X_valid") is not None:
+            g_valid = self._as_graphs(fit_params["X_valid"])
+            fit_params["X_valid"] = g_valid
+            fit_params["y_valid"] = self._scale(fit_params.get("y_valid"), len(g_valid), "y_valid")
+        return super().partial_fit(graphs, y_scaled, classes, **fit_params)
+
+    def _scale(self, y: Any, n: int, name: str) -> np.ndarray:
+        y2 = _check_targets(y, n, name).reshape(n, -1)
+        if y2.shape[1] != self.n_outputs_:
+            raise ValueError(f"{name} has {y2.shape[1]} targets, the model has {self.n_outputs_}")
+        return self.target_scaler_.transform(y2)
 
     def predict_scaled(self, X: Any) -> np.ndarray:
         """Raw network outputs (scaled targets), shape ``(n_crystals, n_outputs)``.
@@ -467,10 +771,12 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
         Parameters
         ----------
         X : collection of structures, or CrystalGraphs
+            The crystals to predict.
 
         Returns
         -------
         numpy.ndarray
+            The outputs before the target scaler's inverse.
         """
         self._check_fitted()
         graphs = self._as_graphs(X)
@@ -485,30 +791,36 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
         Parameters
         ----------
         X : collection of structures, or CrystalGraphs
+            The crystals to predict.
 
         Returns
         -------
         numpy.ndarray of shape (n_crystals,) or (n_crystals, n_targets)
+            One row per crystal; 1-D when ``y`` was 1-D.
         """
         scaled = self.predict_scaled(X)
         out = self.target_scaler_.inverse_transform(scaled)
         return out.ravel() if self.y_ndim_ == 1 else out
 
-    def predict_proba(self, X):  # noqa: D102 - regression has no probabilities
+    def predict_proba(self, X: Any):  # noqa: D102 - regression has no probabilities
         raise AttributeError("predict_proba is not available for a regressor; use predict")
 
-    def score(self, X: Any, y: Any, sample_weight=None) -> float:
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R² of the predictions (scikit-learn's regressor score).
 
         Parameters
         ----------
         X : collection of structures, or CrystalGraphs
+            The crystals to predict.
         y : array-like
+            Their true targets.
         sample_weight : array-like, optional
+            Weights of the crystals.
 
         Returns
         -------
         float
+            The coefficient of determination.
         """
         from sklearn.metrics import r2_score
 
@@ -542,7 +854,7 @@ _SIMPLE = (bool, int, float, str, type(None))
 def _plain_params(est) -> dict:
     """The hyperparameters worth storing: plain values only (no classes or objects)."""
     skip = {"warm_start_from", "freeze", "callbacks", "module", "criterion", "dataset", "iterator_train",
-            "iterator_valid", "train_split", "verbose", "n_jobs"}
+            "iterator_valid", "train_split", "verbose", "n_jobs", "malloc_tuning"}
     out = {}
     for name, value in est.get_params(deep=False).items():
         if name in skip or name.startswith("_") or "__" in name:
@@ -560,6 +872,7 @@ def estimator_from_checkpoint(source, **params):
     Parameters
     ----------
     source : WeightSource
+        A crysk checkpoint or an original CGCNN one, as read by :func:`crysk.transfer.read_weights`.
     **params
         Hyperparameters to override.
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..elements import ATOMIC_PROPERTIES, cgcnn_feature_table, feature_names
 from ..nn import CrysXPPNet
+from .._validation import check_number, check_option
 from .base import CrystalNetRegressor, register_estimator
 
 __all__ = ["CrysXPPRegressor"]
@@ -33,9 +34,11 @@ class CrysXPPRegressor(CrystalNetRegressor):
     atom_fea_len : int, default=64
         Width of the atom embeddings (must match a CrysAE to warm-start from).
     n_conv : int, default=3
+        Number of gated graph convolutions.
     h_fea_len : int, default=128
         Width of the hidden layer(s) of the head.
     n_h : int, default=1
+        Number of hidden layers of the head.
     feature_selector : bool, default=True
         ``False`` drops the selector (and its penalty): plain CGCNN-style
         training with a bias-free embedding.
@@ -48,28 +51,44 @@ class CrysXPPRegressor(CrystalNetRegressor):
         authors' published training code does: 92 times weaker at the same
         ``λ``.
     radius : float, default=8.0
+        Neighbour cut-off (Å), also the last Gaussian centre; graphs made with another radius are refused.
     max_num_nbr : int, default=12
+        Nearest neighbours per atom.
     lr : float, default=0.01
-        The paper's 0.03 (optimizer unstated) trained much worse with SGD
-        here (test MAE 0.87 vs 0.43 eV/atom on 400 formation energies, 15
-        epochs); 0.01 is CGCNN's.
+        Initial learning rate: CGCNN's, because the paper's 0.03 (whose
+        optimiser is unstated) trains much worse with SGD (the comparison
+        is in ``benchmarks/RESULTS.md``).
     optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
     momentum : float, default=0.9
+        SGD's momentum (other optimisers have none).
     weight_decay : float, default=0.0
+        L2 penalty the optimiser applies to the weights.
     lr_milestones : sequence of int, default=(100,)
+        Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
+        Factor applied to the learning rate at each of ``lr_milestones``.
     batch_size : int, default=512
+        Crystals per training step (-1: all of them).
     max_epochs : int, default=200
+        Epochs per ``fit`` (0 only initialises the network).
     validation_fraction : float or None, default=0.1
+        Held-out share whose score picks the best epoch (None or 0: train on all, keep the last epoch).
     loss : {"mse", "l1"}, default="mse"
     target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
     warm_start_from, freeze, warm_start_strict, lr_transferred
         As for :class:`~crysk.CGCNNRegressor`; the selector is
         ``"selector"`` for ``freeze``.
+    malloc_tuning : bool, default=True
+        Keep freed memory in the process during a CPU fit; as for
+        :class:`~crysk.CGCNNRegressor`.
     n_jobs : int, optional
+        Processes for featurizing structures (joblib semantics); CrystalGraphs need none.
     device : str, default="cpu"
+        Torch device, e.g. ``"cuda"``; the training data moves there once.
     random_state : int, optional
+        Seed of the weights, the validation split and the shuffling; with a seed two CPU fits are identical.
     verbose : int, default=0
+        1 prints a table per epoch.
     **kwargs
         Other skorch ``NeuralNet`` arguments.
 
@@ -92,6 +111,8 @@ class CrysXPPRegressor(CrystalNetRegressor):
     >>> list(model.feature_importances_.index[:2])
     ['Group number', 'Period number']
     """
+
+    _default_module = CrysXPPNet
 
     def __init__(
         self,
@@ -119,13 +140,14 @@ class CrysXPPRegressor(CrystalNetRegressor):
         freeze: Any = None,
         warm_start_strict: bool = False,
         lr_transferred: float | None = None,
+        malloc_tuning: bool = True,
         n_jobs: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
         verbose: int = 0,
-        **kwargs,
+        **kwargs: Any,
     ):
-        kwargs.setdefault("module", CrysXPPNet)
+        kwargs.setdefault("module", self._default_module)
         super().__init__(
             radius=radius,
             max_num_nbr=max_num_nbr,
@@ -144,6 +166,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
             freeze=freeze,
             warm_start_strict=warm_start_strict,
             lr_transferred=lr_transferred,
+            malloc_tuning=malloc_tuning,
             n_jobs=n_jobs,
             device=device,
             random_state=random_state,
@@ -169,15 +192,25 @@ class CrysXPPRegressor(CrystalNetRegressor):
             "radius": self.radius,
         }
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if not (isinstance(self.l1_penalty, (int, float)) and self.l1_penalty >= 0):
-            raise ValueError(f"l1_penalty must be a non-negative number, got {self.l1_penalty!r}")
-        if self.l1_reduction not in ("sum", "mean"):
-            raise ValueError(f"l1_reduction must be 'sum' or 'mean', got {self.l1_reduction!r}")
+    def _check_params(self, fit_params: dict[str, Any] | None = None) -> None:
+        super()._check_params(fit_params)
+        check_number("l1_penalty", self.l1_penalty, low=0)
+        check_option("l1_reduction", self.l1_reduction, ["sum", "mean"])
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Prediction loss, plus ``l1_penalty · |ζ|₁`` (or its mean, ``l1_reduction``) while training (eq. 10)."""
+        """Prediction loss, plus ``l1_penalty · |ζ|₁`` (or its mean, ``l1_reduction``) while training (eq. 10).
+
+        Parameters
+        ----------
+        y_pred : torch.Tensor or tuple
+            The module's output for the batch.
+        y_true : torch.Tensor or None
+            Scaled targets of the batch (None for CrysAE).
+        X : GraphBatch
+            The batch.
+        training : bool
+            Whether this is a training step.
+        """
         loss = super().get_loss(y_pred, y_true, X=X, training=training)
         if training and self.feature_selector and self.l1_penalty:
             loss = loss + self.l1_penalty * self.module_.penalty(self.l1_reduction)
@@ -223,6 +256,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
         Parameters
         ----------
         X : collection of structures, or CrystalGraphs
+            The crystals: anything :class:`~crysk.CrystalGraphFeaturizer` accepts, or CrystalGraphs.
 
         Returns
         -------

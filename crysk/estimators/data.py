@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 from ..graphs import CrystalGraphs, GraphTensors
-from ..nn.layers import release_workspace
 
-__all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator"]
+__all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator", "as_graph_dataset"]
 
 
 class GraphBatch:
@@ -25,6 +24,7 @@ class GraphBatch:
     Parameters
     ----------
     tensors : dict of torch.Tensor
+        The batch's tensors, as made by ``GraphTensors.batch``.
     """
 
     __slots__ = ("tensors",)
@@ -61,7 +61,13 @@ class GraphDataset(torch.utils.data.Dataset):
         return cls(graphs.to_tensors(device), y_t)
 
     def subset(self, indices: np.ndarray) -> "GraphDataset":
-        """The rows ``indices`` (positions within this dataset)."""
+        """The rows ``indices`` (positions within this dataset).
+
+        Parameters
+        ----------
+        indices : numpy.ndarray of int
+            Positions within this dataset.
+        """
         return GraphDataset(self.tensors, self.y, self.indices[np.asarray(indices, dtype=np.int64)])
 
     def __len__(self) -> int:
@@ -71,7 +77,13 @@ class GraphDataset(torch.utils.data.Dataset):
         return self.batch(np.atleast_1d(i))
 
     def batch(self, positions: np.ndarray) -> tuple[GraphBatch, torch.Tensor | None]:
-        """Gather the crystals at ``positions`` (within this dataset) and their targets."""
+        """Gather the crystals at ``positions`` (within this dataset) and their targets.
+
+        Parameters
+        ----------
+        positions : numpy.ndarray of int
+            Positions within this dataset.
+        """
         rows = self.indices[positions]
         xb = GraphBatch(self.tensors.batch(rows))
         yb = None
@@ -88,8 +100,11 @@ class GraphBatchIterator:
     Parameters
     ----------
     dataset : GraphDataset
+        The crystals to iterate over.
     batch_size : int
+        Crystals per batch (the last batch may be smaller).
     shuffle : bool, default=False
+        Draw a new order for every pass (training) or keep the dataset's order.
     generator : numpy.random.Generator, optional
         Source of the shuffling order (for repeatable runs).
     """
@@ -108,5 +123,33 @@ class GraphBatchIterator:
         order = self.generator.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
             yield self.dataset.batch(order[start : start + self.batch_size])
-        # the model keeps per-edge buffers from step to step; a finished epoch (or fit) holds none
-        release_workspace()
+
+
+def as_graph_dataset(dataset) -> GraphDataset:
+    """A :class:`GraphDataset` for ``dataset``, which may be a torch ``Subset`` of one.
+
+    skorch's ``train_split`` helpers (``ValidSplit``, ``predefined_split``)
+    return ``torch.utils.data.Subset`` objects; batching needs the rows.
+
+    Parameters
+    ----------
+    dataset : GraphDataset or torch.utils.data.Subset
+        What skorch or a ``train_split`` hands over.
+
+    Returns
+    -------
+    GraphDataset
+
+    Raises
+    ------
+    TypeError
+        For any other dataset.
+    """
+    if isinstance(dataset, GraphDataset):
+        return dataset
+    if isinstance(dataset, torch.utils.data.Subset):
+        return as_graph_dataset(dataset.dataset).subset(np.asarray(dataset.indices, dtype=np.int64))
+    raise TypeError(
+        f"crysk estimators train on GraphDataset objects (made by get_dataset), got {type(dataset).__name__}; "
+        "a train_split must return subsets of the dataset it is given"
+    )

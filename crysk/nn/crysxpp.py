@@ -19,6 +19,7 @@ class FeatureSelector(nn.Module):
     Parameters
     ----------
     n_features : int
+        Number of element-feature dimensions (92 for CGCNN's table).
     """
 
     def __init__(self, n_features: int):
@@ -26,11 +27,23 @@ class FeatureSelector(nn.Module):
         self.weight = nn.Parameter(torch.ones(n_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Scale each feature dimension by its weight."""
+        """Scale each feature dimension by its weight.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n_atoms, n_features)
+            Element features.
+        """
         return x * self.weight
 
     def l1(self, reduction: str = "sum") -> torch.Tensor:
-        """``|ζ|₁`` (``reduction="sum"``, eq. 10) or its mean over the dimensions (``"mean"``)."""
+        """``|ζ|₁`` (``reduction="sum"``, eq. 10) or its mean over the dimensions (``"mean"``).
+
+        Parameters
+        ----------
+        reduction : {"sum", "mean"}, default="sum"
+            Sum (eq. 10) or mean over the dimensions.
+        """
         w = self.weight.abs()
         return w.mean() if reduction == "mean" else w.sum()
 
@@ -45,14 +58,21 @@ class CrysXPPNet(CGCNN):
     Parameters
     ----------
     atom_fea_len : int, default=64
+        Width of the atom embeddings.
     n_conv : int, default=3
+        Number of gated graph convolutions.
     h_fea_len : int, default=128
+        Width of the hidden layer(s) of the head.
     n_h : int, default=1
+        Number of hidden layers of the head.
     n_out : int, default=1
+        Number of outputs (targets).
     feature_selector : bool, default=True
         Without it the model is a CGCNN with a bias-free embedding.
     radius : float, default=8.0
+        Last Gaussian centre (Å).
     step : float, default=0.2
+        Spacing and width of the Gaussians (Å).
     """
 
     def __init__(
@@ -71,12 +91,24 @@ class CrysXPPNet(CGCNN):
             self.selector = FeatureSelector(self.element_table.shape[1])
 
     def atom_features(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """Element features of each atom, weighted by the selector."""
+        """Element features of each atom, weighted by the selector.
+
+        Parameters
+        ----------
+        atomic_numbers : torch.Tensor of shape (n_atoms,)
+            Atomic number of every atom of the batch.
+        """
         x = super().atom_features(atomic_numbers)
         selector = getattr(self, "selector", None)
         return x if selector is None else selector(x)
 
     def penalty(self, reduction: str = "sum") -> torch.Tensor:
-        """The selector's ``|ζ|₁``, or its mean with ``reduction="mean"`` (zero without a selector)."""
+        """The selector's ``|ζ|₁``, or its mean with ``reduction="mean"`` (zero without a selector).
+
+        Parameters
+        ----------
+        reduction : {"sum", "mean"}, default="sum"
+            Sum (eq. 10) or mean over the dimensions.
+        """
         selector = getattr(self, "selector", None)
         return selector.l1(reduction) if selector is not None else self.element_table.new_zeros(())
