@@ -7,34 +7,91 @@ from crysk import CrystalGraphFeaturizer, CrystalGraphs
 
 
 def brute_force(structure, radius=8.0, max_num_nbr=12):
-    """Independent reference: pymatgen's per-pair neighbour objects, sorted and cut."""
+    """The reference rule of the original CGCNN/CrysXPP ``CIFData``, written plainly.
+
+    pymatgen's ``get_all_neighbors``, each atom's list sorted with Python's
+    stable ``sorted(key=distance)``, the first ``max_num_nbr`` kept.
+    """
     out = []
     for nbrs in structure.get_all_neighbors(radius):
-        nbrs = sorted(nbrs, key=lambda n: n.nn_distance)
+        nbrs = sorted(nbrs, key=lambda n: n[1])
         out.append([(n.index, n.nn_distance) for n in nbrs[:max_num_nbr]])
     return out
 
 
-def test_neighbours_match_brute_force(eform_structures):
+def neighbour_sets(graphs, i):
+    """Per atom of crystal ``i``: the sorted (neighbour index, float32 distance) pairs."""
+    g = graphs.graph(i)
+    return [
+        sorted(zip(g["target"][g["source"] == a].tolist(), g["distances"][g["source"] == a].tolist()))
+        for a in range(graphs.n_atoms[i])
+    ]
+
+
+def reference_sets(structure, **kwargs):
+    return [sorted((int(j), float(np.float32(d))) for j, d in nbrs) for nbrs in brute_force(structure, **kwargs)]
+
+
+def test_neighbours_match_the_reference_rule(eform_structures):
     structures = eform_structures[0][:110]
     graphs = CrystalGraphFeaturizer().transform(structures)
     assert len(graphs) == 110
     for i, s in enumerate(structures):
-        g = graphs.graph(i)
-        ref = brute_force(s)
-        for atom, ref_nbrs in enumerate(ref):
-            mine = g["source"] == atom
-            dist = g["distances"][mine]
-            nbr = g["target"][mine]
-            ref_dist = np.array([d for _, d in ref_nbrs])
-            np.testing.assert_allclose(dist, ref_dist, atol=1e-5)
-            # sorted by distance, with ties (within 1e-5 Å) broken by neighbour index
-            assert np.all(np.diff(dist) >= -1.5e-5)
-            # the same neighbour multiset, except among neighbours tied with the
-            # last one kept, where any choice is equally right
-            cut = ref_dist[-1]
-            inner = ref_dist < cut - 1e-4
-            assert sorted(nbr[dist < cut - 1e-4]) == sorted(j for (j, _), keep in zip(ref_nbrs, inner) if keep)
+        assert neighbour_sets(graphs, i) == reference_sets(s), f"crystal {i}"
+        # each atom's neighbours come nearest first
+        assert np.all(np.diff(graphs.graph(i)["distances"].reshape(-1, 12), axis=1) >= 0)
+
+
+def _tied_at_the_cut(structure, max_num_nbr=12):
+    """Atoms whose neighbour shell at the cut mixes elements and is only partly kept.
+
+    A shell is the neighbours as far as the last one kept, to float noise
+    (1e-6 Å); which of them are kept is then decided by the tie rule alone.
+    """
+    tied = []
+    for a, nbrs in enumerate(structure.get_all_neighbors(8.0)):
+        nbrs = sorted(nbrs, key=lambda n: n[1])
+        cut = nbrs[max_num_nbr - 1].nn_distance
+        shell = [n for n in nbrs if abs(n.nn_distance - cut) < 1e-6]
+        dropped = [n for n in nbrs[max_num_nbr:] if abs(n.nn_distance - cut) < 1e-6]
+        if dropped and len({n.specie for n in shell}) > 1:
+            tied.append(a)
+    return tied
+
+
+def _tie_structures():
+    from pymatgen.core import Lattice
+
+    # perovskite: O has 2 Ti, then a shell of 4 Sr + 8 O that the 12th neighbour cuts
+    perovskite = Structure(
+        Lattice.cubic(3.905), ["Sr", "Ti", "O", "O", "O"],
+        [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+    )
+    vacancy = perovskite * (2, 2, 2)
+    vacancy.remove_sites([3])  # an oxygen vacancy
+    # rock salt with a substitution: the 12-atom second shell mixes Na and K
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    rocksalt = rocksalt * (2, 1, 1)
+    rocksalt.replace(0, "K")
+    return {"perovskite": perovskite, "perovskite with a vacancy": vacancy, "rock salt K/Na": rocksalt}
+
+
+@pytest.mark.parametrize("name", ["perovskite", "perovskite with a vacancy", "rock salt K/Na"])
+def test_ties_at_the_cut_follow_the_reference_rule(name):
+    structure = _tie_structures()[name]
+    # the case really is a tie of different elements across the cut
+    assert _tied_at_the_cut(structure), "no tie straddles the 12th neighbour: the test would prove nothing"
+    graphs = CrystalGraphFeaturizer().transform([structure])
+    assert neighbour_sets(graphs, 0) == reference_sets(structure)
+
+
+def test_ties_from_cif_text_follow_the_reference_rule():
+    """The CIF route (gemmi) gives pymatgen's coordinates and site order, hence its tie-breaks."""
+    for name, structure in _tie_structures().items():
+        text = structure.to(fmt="cif")
+        reference = Structure.from_str(text, fmt="cif")
+        graphs = CrystalGraphFeaturizer().transform([text])
+        assert neighbour_sets(graphs, 0) == reference_sets(reference), name
 
 
 def test_graph_is_invariant_under_rotation_and_translation(eform_structures):
