@@ -44,7 +44,7 @@ MAX_ATOMIC_NUMBER = 100
 class AtomicProperty:
     """One of the nine categorical atomic properties of the CGCNN table.
 
-    Attributes
+    Parameters
     ----------
     name : str
         Short machine name (e.g. ``"electronegativity"``).

@@ -16,6 +16,7 @@ import torch
 
 import crysk._malloc as malloc
 import crysk.nn.layers as layers
+import crysk.nn.workspace as workspace
 from crysk import CGCNNRegressor, CrystalGraphFeaturizer
 from crysk._validation import check_number, check_option
 from crysk.evaluation import _n_samples, _take
@@ -92,11 +93,11 @@ def test_each_model_has_its_own_workspace(gy):
     assert a.workspace is not b.workspace
     _train_step(a, g)
     _train_step(b, g)
-    if layers.USE_PRIVATE_APIS:
+    if workspace.USE_PRIVATE_APIS:
         assert len(a.workspace) and len(b.workspace)
     b.eval()  # releases b's buffers only
     assert len(b.workspace) == 0
-    if layers.USE_PRIVATE_APIS:
+    if workspace.USE_PRIVATE_APIS:
         assert len(a.workspace)
     for twin in (copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
         assert twin.workspace is not a.workspace and len(twin.workspace) == 0
@@ -110,15 +111,71 @@ def test_nothing_outside_nn_touches_the_workspaces():
     assert "workspace" not in vars(data)
 
 
+# ----------------------------------------------------------------------------- item 13
+def _crysk_imports():
+    """Module -> crysk modules it imports (at any depth of the file), from the sources."""
+    import ast
+    import pathlib
+
+    import crysk
+
+    root = pathlib.Path(crysk.__file__).parent
+
+    def name_of(path):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    known = {name_of(p) for p in root.rglob("*.py")}
+    graph = {}
+    for path in root.rglob("*.py"):
+        module = name_of(path)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                if node.module:
+                    deps.add(f"{base}.{node.module}")
+                else:  # from . import module_or_name: a name imports the package itself
+                    deps |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("crysk"):
+                deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("crysk")}
+        graph[module] = deps
+    return graph
+
+
+def test_import_graph_has_no_cycle_and_nothing_imports_the_root():
+    graph = _crysk_imports()
+    assert [m for m, deps in graph.items() if "crysk" in deps and m != "crysk"] == []
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for dep in graph.get(todo.pop(), ()):
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    # a package's __init__ re-exports its modules; cycles are between modules
+    modules = [m for m in graph if m != "crysk"]
+    assert sorted(m for m in modules if m in reachable(m)) == []
+    # checkpoints know nothing of estimators or transfer; nn knows nothing of scikit-learn
+    assert not {d for d in reachable("crysk.checkpoints") if d.startswith(("crysk.estimators", "crysk.transfer"))}
+    assert not [d for d in reachable("crysk.nn") if not d.startswith("crysk.nn") and d != "crysk.elements"]
+
+
 # ----------------------------------------------------------------------------- item 11
 def test_public_fallback_matches_the_private_path(gy, monkeypatch):
-    if not layers.USE_PRIVATE_APIS:
+    if not workspace.USE_PRIVATE_APIS:
         pytest.skip("this torch lacks the private operators; the public path is the only one")
     g, _ = gy
     t = g.to_tensors("cpu").batch(np.arange(len(g)))
     results = []
     for private in (True, False):
-        monkeypatch.setattr(layers, "USE_PRIVATE_APIS", private)
+        monkeypatch.setattr(workspace, "USE_PRIVATE_APIS", private)
         torch.manual_seed(0)
         model = CGCNN(atom_fea_len=16, n_conv=2, h_fea_len=16)
         model.train()
@@ -169,7 +226,7 @@ def test_quiet_warnings_leaves_other_threads_filters_alone():
 
 
 def test_released_crysae_leaves_a_users_model_module_alone(data_path, monkeypatch):
-    from crysk.transfer import read_weights
+    from crysk.checkpoints import read_weights
 
     writes = []
 

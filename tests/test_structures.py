@@ -156,7 +156,7 @@ def _canonical(s):
 
 
 def test_gemmi_and_pymatgen_cif_readers_agree(data_path, monkeypatch, eform_sample):
-    import crysk.structures as st
+    import crysk.structures.cif as st
 
     paths = sorted((data_path / "sample_regression_cgcnn").glob("*.cif")) + list(eform_sample[0][:40])
     for path in paths:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..nn import CGCNN
-from .base import CrystalNetRegressor, register_estimator
+from .registry import register_estimator
+from .regressor import CrystalNetRegressor
 
 __all__ = ["CGCNNRegressor"]
 
@@ -70,7 +71,7 @@ class CGCNNRegressor(CrystalNetRegressor):
         ``fc_out`` trains), or parameter-name prefixes/patterns. Batch-norm
         statistics inside frozen layers are frozen too.
     warm_start_strict : bool, default=False
-        Raise :class:`~crysk.transfer.CheckpointError` unless every tensor
+        Raise :class:`~crysk.CheckpointError` unless every tensor
         matches.
     lr_transferred : float, optional
         Learning rate for the transferred tensors (``lr`` then applies to the

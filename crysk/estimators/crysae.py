@@ -12,7 +12,8 @@ from skorch.callbacks import PassthroughScoring
 from ..nn import CrysAENet
 from ..nn.crysae import RECONSTRUCTION_TERMS
 from .._validation import check_number, check_option
-from .base import CrystalNet, register_estimator
+from .base import CrystalNet
+from .registry import register_estimator
 
 __all__ = ["CrysAE"]
 

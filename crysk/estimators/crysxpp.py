@@ -10,7 +10,8 @@ import pandas as pd
 from ..elements import ATOMIC_PROPERTIES, cgcnn_feature_table, feature_names
 from ..nn import CrysXPPNet
 from .._validation import check_number, check_option
-from .base import CrystalNetRegressor, register_estimator
+from .registry import register_estimator
+from .regressor import CrystalNetRegressor
 
 __all__ = ["CrysXPPRegressor"]
 

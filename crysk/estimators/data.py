@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from typing import Any
+
 from ..graphs import CrystalGraphs, GraphTensors
 
-__all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator", "as_graph_dataset"]
+__all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator", "GraphDataMixin", "as_graph_dataset"]
 
 
 class GraphBatch:
@@ -153,3 +155,124 @@ def as_graph_dataset(dataset) -> GraphDataset:
         f"crysk estimators train on GraphDataset objects (made by get_dataset), got {type(dataset).__name__}; "
         "a train_split must return subsets of the dataset it is given"
     )
+
+
+class GraphDataMixin:
+    """skorch's data hooks for packed crystal graphs (put it before ``NeuralNet`` in the bases).
+
+    Datasets are device-resident :class:`GraphDataset` objects, batches are
+    gathered from them (training batches in a seeded order), and the
+    validation set comes from the fit parameters, ``train_split`` or
+    ``validation_fraction``. The host class provides ``_shuffle_rng`` (set in
+    ``initialize``), ``_seeds()`` and the skorch/crysk parameters read here.
+    """
+
+    def get_dataset(self, X: Any, y: Any = None) -> GraphDataset:
+        """Wrap graphs (already featurized) into a device-resident dataset.
+
+        Parameters
+        ----------
+        X : CrystalGraphs or GraphDataset
+            Featurized crystals (or an already built dataset, returned as is).
+        y : numpy.ndarray, optional
+            Scaled targets.
+
+        Returns
+        -------
+        GraphDataset
+        """
+        if isinstance(X, GraphDataset):
+            return X
+        return GraphDataset.from_graphs(X, y, self.device)
+
+    def get_split_datasets(
+        self, X: Any, y: Any = None, X_valid: Any = None, y_valid: Any = None, **fit_params: Any
+    ) -> tuple[GraphDataset, GraphDataset | None]:
+        """Training and validation datasets.
+
+        The validation set is, in this order: ``X_valid``/``y_valid`` given to
+        ``fit`` or ``partial_fit``; what ``train_split`` returns, if set;
+        else a seeded ``validation_fraction`` of ``X``.
+
+        Parameters
+        ----------
+        X : CrystalGraphs or GraphDataset
+            Featurized crystals (or an already built dataset).
+        y : numpy.ndarray, optional
+            Scaled targets.
+        X_valid : CrystalGraphs or GraphDataset, optional
+            Featurized validation crystals given to ``fit``/``partial_fit``.
+        y_valid : numpy.ndarray, optional
+            Scaled validation targets.
+        **fit_params
+            Passed to ``train_split``.
+
+        Returns
+        -------
+        dataset_train, dataset_valid : GraphDataset, GraphDataset or None
+        """
+        dataset = self.get_dataset(X, y)
+        if X_valid is not None:
+            return dataset, self.get_dataset(X_valid, y_valid)
+        if self.train_split is not None:
+            fit_params.pop("_routing_method", None)
+            train, valid = self.train_split(dataset, y, **fit_params)
+            return as_graph_dataset(train), None if valid is None else as_graph_dataset(valid)
+        vf = self.validation_fraction
+        n = len(dataset)
+        n_valid = int(round(n * vf)) if vf else 0
+        if n_valid == 0:
+            return dataset, None
+        if n - n_valid < 1:
+            raise ValueError(f"validation_fraction={vf} leaves no training crystals out of {n}")
+        order = np.random.default_rng(int(self._seeds()[1])).permutation(n)
+        return dataset.subset(np.sort(order[n_valid:])), dataset.subset(np.sort(order[:n_valid]))
+
+    def get_iterator(self, dataset: Any, training: bool = False) -> GraphBatchIterator:
+        """Batches gathered on the device; training batches are shuffled with the seeded RNG.
+
+        Parameters
+        ----------
+        dataset : GraphDataset (or a torch ``Subset`` of one)
+            The crystals to iterate over.
+        training : bool, default=False
+            Shuffle with the seeded generator (training) or keep the order.
+
+        Returns
+        -------
+        GraphBatchIterator
+        """
+        dataset = as_graph_dataset(dataset)
+        batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
+        if training:
+            return GraphBatchIterator(dataset, batch_size, shuffle=True, generator=self._shuffle_rng)
+        return GraphBatchIterator(dataset, batch_size, shuffle=False)
+
+    def infer(self, x: Any, **fit_params: Any) -> Any:
+        """Run the module on a :class:`GraphBatch`.
+
+        Parameters
+        ----------
+        x : GraphBatch
+            One batch of crystals.
+        **fit_params
+            The validation set (``X_valid``/``y_valid``) travels with skorch's
+            fit parameters and is not the module's business.
+
+        Returns
+        -------
+        torch.Tensor or tuple of torch.Tensor
+        """
+        if isinstance(x, GraphBatch):
+            return self.module_(**x.tensors)
+        return super().infer(x, **fit_params)
+
+    def check_data(self, X: Any, y: Any) -> None:
+        """Nothing to do: ``fit`` checks inputs and targets before featurizing.
+
+        Parameters
+        ----------
+        X, y : ignored
+            Ignored.
+        """
+

@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..elements import cgcnn_feature_table
-from .layers import ConvLayer, GaussianExpansion, Workspace, mean_pool
+from .layers import ConvLayer, GaussianExpansion, mean_pool
+from .workspace import Workspace
 
 __all__ = ["GraphEncoder", "CGCNN"]
 

@@ -3,138 +3,22 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import workspace as _workspace
+from .workspace import Workspace, new_empty
+
 __all__ = [
     "GaussianExpansion",
     "ConvLayer",
-    "Workspace",
     "gate",
     "batch_norm_gate",
     "mean_pool",
     "n_gaussians",
 ]
-
-
-def _private_apis_available() -> bool:
-    """Whether the torch internals of the memory-saving training path exist in this torch.
-
-    The path uses ATen operators through ``torch.ops.aten`` with ``out=``
-    buffers (batch norm, softplus and their backward kernels) and
-    ``torch._C._storage_Use_Count`` to know when a reused buffer is free.
-    None of these is a stable API; when one is missing, training takes the
-    plain autograd path (same results within float rounding, more memory).
-    """
-    aten = torch.ops.aten
-    try:
-        ops = (aten.native_batch_norm, aten.native_batch_norm_backward, aten.softplus, aten.softplus_backward,
-               aten.sigmoid_backward)
-    except (AttributeError, RuntimeError):
-        return False
-    return hasattr(torch._C, "_storage_Use_Count") and all(op is not None for op in ops)
-
-
-#: Checked at every use, so tests can switch to the public path. What the private path buys is in
-#: benchmarks/RESULTS.md (train.py with and without it).
-USE_PRIVATE_APIS = _private_apis_available()
-
-
-def _storage_refs(t: torch.Tensor) -> int:
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
-
-
-_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
-
-
-class Workspace:
-    """Per-edge buffers handed from one CPU training step to the next, owned by one model.
-
-    A training step needs about ``n_conv + 5`` tensors of ``n_edges`` rows
-    (tens of MB each). Freed to glibc's heap while its mmap is off (see
-    ``crysk._malloc``), their blocks get split by the small allocations in
-    between, and as the number of edges changes from batch to batch no hole
-    fits the next large request: the heap grew to about twice the memory in
-    use. Handing the same few buffers to every step keeps the large blocks
-    out of the heap's churn.
-
-    A buffer is handed out again only when nothing but the workspace refers
-    to its memory, so a tensor saved for a backward pass that has not run
-    (or that may run again, with ``retain_graph``) is never overwritten;
-    when all fitting buffers are busy, a new one is made. Each
-    :class:`~crysk.nn.GraphEncoder` owns one; copies and pickles of a model
-    start with an empty one.
-    """
-
-    def __init__(self):
-        self._bases: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
-        self._lock = threading.Lock()
-
-    def __reduce__(self):
-        # buffers are scratch memory, not state: a copy of a model gets its own, empty workspace
-        return (Workspace, ())
-
-    def __len__(self) -> int:
-        return sum(len(b) for b in self._bases.values())
-
-    def empty(
-        self, rows: int, cols: int, like: torch.Tensor, dtype: torch.dtype | None = None, tag: int = 0
-    ) -> torch.Tensor:
-        """An uninitialised ``(rows, cols)`` tensor on ``like``'s device, of its dtype unless given.
-
-        Requests share buffers by ``(tag, cols, dtype)``; requests whose row
-        counts differ in kind (all edges, half of them) get different tags,
-        so that the larger kind does not take the smaller one's buffers.
-
-        Parameters
-        ----------
-        rows, cols : int
-            Shape of the tensor.
-        like : torch.Tensor
-            Gives the device (and the dtype unless ``dtype`` is given).
-        dtype : torch.dtype, optional
-            The tensor's dtype.
-        tag : int, default=0
-            Kind of request (see above).
-
-        Returns
-        -------
-        torch.Tensor
-            A view of a pooled buffer on the CPU; a fresh tensor elsewhere.
-        """
-        dtype = like.dtype if dtype is None else dtype
-        if not USE_PRIVATE_APIS or like.device.type != "cpu" or _is_compiling():
-            # CUDA's caching allocator already reuses blocks
-            return like.new_empty((rows, cols), dtype=dtype)
-        key = (tag, cols, dtype)
-        with self._lock:
-            bases = self._bases.setdefault(key, [])
-            best = None
-            for base, idle in bases:
-                if len(base) >= rows and _storage_refs(base) == idle and (best is None or len(base) < len(best)):
-                    best = base
-            if best is None:
-                # idle buffers too small for this request have been outgrown by the batches
-                bases[:] = [(b, idle) for b, idle in bases if len(b) >= rows or _storage_refs(b) != idle]
-                # rounded up to a power of two, so that larger batches fit too: pages never written
-                # are never resident, so the spare rows cost address space, not memory
-                best = like.new_empty((1 << max(rows - 1, 1).bit_length(), cols), dtype=dtype)
-                bases.append((best, _storage_refs(best)))
-            return best[:rows]
-
-    def clear(self) -> None:
-        """Drop the buffers; those in use stay alive until their users let go."""
-        with self._lock:
-            self._bases.clear()
-
-
-def _new_empty(workspace: Workspace | None, rows: int, cols: int, like: torch.Tensor, dtype=None, tag: int = 0):
-    if workspace is None:
-        return like.new_empty((rows, cols), dtype=like.dtype if dtype is None else dtype)
-    return workspace.empty(rows, cols, like, dtype, tag)
 
 
 class _Gate(torch.autograd.Function):
@@ -215,7 +99,7 @@ class _BatchNormGate(torch.autograd.Function):
 def _fusable(bn: nn.BatchNorm1d) -> bool:
     """Whether ``bn`` normalises with batch statistics under autograd (the memory-saving paths)."""
     return (
-        USE_PRIVATE_APIS
+        _workspace.USE_PRIVATE_APIS  # read at each call: tests switch it
         and bn.training
         and torch.is_grad_enabled()
         and bn.affine
@@ -252,9 +136,9 @@ class _EdgeConv(torch.autograd.Function):
     def forward(ctx, centre, nbr, edge_fea, w_edge, edge_src, edge_dst, weight, bias, running_mean, running_var,
                 momentum, eps, workspace):
         n_edges, width = len(edge_src), centre.shape[1]
-        z = torch.index_select(centre, 0, edge_src, out=_new_empty(workspace, n_edges, width, centre))
+        z = torch.index_select(centre, 0, edge_src, out=new_empty(workspace, n_edges, width, centre))
         z.addmm_(edge_fea, w_edge)
-        g = torch.index_select(nbr, 0, edge_dst, out=_new_empty(workspace, n_edges, width, centre))
+        g = torch.index_select(nbr, 0, edge_dst, out=new_empty(workspace, n_edges, width, centre))
         z.add_(g)
         mean, invstd = z.new_empty(0), z.new_empty(0)
         torch.ops.aten.native_batch_norm.out(
@@ -264,7 +148,7 @@ class _EdgeConv(torch.autograd.Function):
         f.sigmoid_()
         torch.ops.aten.softplus.out(c, 1, 20, out=c)  # F.softplus's defaults, in place
         # index_add_ is several times faster from a contiguous source than from the half-width view
-        messages = torch.mul(f, c, out=_new_empty(workspace, n_edges, width // 2, centre, tag=1))
+        messages = torch.mul(f, c, out=new_empty(workspace, n_edges, width // 2, centre, tag=1))
         summed = centre.new_zeros((centre.shape[0], width // 2)).index_add_(0, edge_src, messages)
         ctx.save_for_backward(z, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd)
         ctx.eps = eps
@@ -278,15 +162,15 @@ class _EdgeConv(torch.autograd.Function):
         n_edges, width = z.shape
         needs = ctx.needs_input_grad
         scale = invstd * weight
-        dy = torch.addcmul(bias - mean * scale, z, scale, out=_new_empty(workspace, n_edges, width, z))
+        dy = torch.addcmul(bias - mean * scale, z, scale, out=new_empty(workspace, n_edges, width, z))
         # the gate's backward, as autograd computes it for sigmoid(f) * softplus(c), in two halves: its two
         # temporaries then take as much memory as the message tensor of the forward pass
         half = (n_edges + 1) // 2
         for rows in (slice(0, half), slice(half, None)):
             f, c = dy[rows].chunk(2, dim=1)
-            m = torch.index_select(grad, 0, edge_src[rows], out=_new_empty(workspace, len(f), f.shape[1], z, tag=1))
+            m = torch.index_select(grad, 0, edge_src[rows], out=new_empty(workspace, len(f), f.shape[1], z, tag=1))
             s = f.sigmoid_()
-            m_sp = torch.ops.aten.softplus.out(c, 1, 20, out=_new_empty(workspace, len(f), f.shape[1], z, tag=1))
+            m_sp = torch.ops.aten.softplus.out(c, 1, 20, out=new_empty(workspace, len(f), f.shape[1], z, tag=1))
             m_sp.mul_(m)
             torch.ops.aten.softplus_backward.grad_input(m.mul_(s), c, 1, 20, grad_input=c)
             torch.ops.aten.sigmoid_backward.grad_input(m_sp, s, grad_input=f)
@@ -393,7 +277,7 @@ class GaussianExpansion(nn.Module):
             return torch.exp(-(diff * diff) * self.inv_var2)
         if self.training:
             dtype = torch.result_type(distances, self.centers)
-            out = _new_empty(workspace, len(distances), len(self.centers), self.centers, dtype)
+            out = new_empty(workspace, len(distances), len(self.centers), self.centers, dtype)
             diff = torch.sub(distances.unsqueeze(-1), self.centers, out=out)
         else:
             diff = distances.unsqueeze(-1) - self.centers
