@@ -21,7 +21,6 @@ from .structures import (
     input_ids,
     structure_and_numbers,
 )
-from .structures import atomic_numbers as _atomic_numbers
 
 __all__ = ["CrystalGraphFeaturizer", "graph_settings", "check_settings", "settings_differences"]
 
@@ -115,51 +114,6 @@ def _cut_is_clear(centers, dist, n, max_num_nbr):
         return False
     starts = np.cumsum(counts) - counts
     return not np.any(dist[starts + max_num_nbr - 1] == dist[starts + max_num_nbr])
-
-
-def structure_graph(
-    structure: Structure,
-    radius: float = 8.0,
-    max_num_nbr: int = 12,
-    index: int | None = None,
-    id: Any = None,
-    min_distance: float = MIN_DISTANCE,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Compute the crystal graph of one structure.
-
-    Each atom is linked to its ``max_num_nbr`` nearest neighbours within
-    ``radius`` over all periodic images (fewer if fewer are in range), nearest
-    first. The same atom may appear several times through different images
-    (CGCNN's multigraph). Equally distant neighbours are chosen exactly as the
-    original CGCNN and CrysXPP codes choose them (see
-    :class:`CrystalGraphFeaturizer`, "Ties").
-
-    Parameters
-    ----------
-    structure : pymatgen.core.Structure
-        An ordered structure (see :func:`crysk.structures.as_structure`).
-    radius : float, default=8.0
-        Cut-off in Å.
-    max_num_nbr : int, default=12
-    index, id : optional
-        Used in error messages.
-    min_distance : float, default=0.5
-        Raise if two atoms are closer than this (Å).
-
-    Returns
-    -------
-    atomic_numbers : numpy.ndarray of uint8, shape (n_atoms,)
-    degrees : numpy.ndarray of int64, shape (n_atoms,)
-    neighbors : numpy.ndarray of int32, shape (n_edges,)
-    distances : numpy.ndarray of float32, shape (n_edges,)
-
-    Raises
-    ------
-    CrystalInputError
-        If an atom has no neighbour within ``radius``, or two atoms are
-        closer than ``min_distance``.
-    """
-    return _graph_from_arrays(_light(structure, _atomic_numbers(structure, index, id)), radius, max_num_nbr, index, id, min_distance)
 
 
 def _light(structure: Structure, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
