@@ -277,7 +277,6 @@ def read_weights(source: Any) -> WeightSource:
     )
 
 
-
 # --------------------------------------------------------------------------- the crysk payload
 def crysk_payload(
     estimator: str,

@@ -43,6 +43,7 @@ _OPTIMIZERS = {
 # the fit parameters crysk's fit and partial_fit understand (skorch adds _routing_method itself)
 _VALIDATION_KEYS = ("X_valid", "y_valid")
 
+
 class CrystalNet(ParamsMixin, GraphDataMixin, NeuralNet):
     """Machinery shared by every crysk network estimator (not used directly).
 

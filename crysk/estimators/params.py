@@ -32,6 +32,7 @@ _REPLACED = {
 }
 _REPLACED_PREFIXES = ("iterator_train__", "iterator_valid__", "dataset__")
 
+
 def _same(value: Any, default: Any) -> bool:
     """Whether ``value`` is ``default``: the same object, or an equal plain value."""
     if value is default:
