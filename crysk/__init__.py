@@ -1,12 +1,13 @@
 """crysk: scikit-learn compatible crystal graph neural networks with transfer learning."""
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .estimators import CGCNNRegressor, CrysAE, CrysXPPRegressor
 from .featurizer import CrystalGraphFeaturizer
 from .graphs import CrystalGraphs, concatenate
 from .structures import CrystalInputError, as_structure
-from .transfer import CheckpointError, load
+from .checkpoints import CheckpointError
+from .estimators import load
 
 __all__ = [
     "__version__",

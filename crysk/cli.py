@@ -10,7 +10,8 @@ import time
 def _demo(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import CGCNNRegressor, CrystalGraphFeaturizer, load
+    from .estimators import CGCNNRegressor, load
+    from .featurizer import CrystalGraphFeaturizer
     from .demo import make_demo_data
 
     t0 = time.perf_counter()
@@ -47,7 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from . import load
+    from .estimators import load
 
     model = load(args.model)
     pred = model.predict(args.structures)

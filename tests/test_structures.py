@@ -144,10 +144,11 @@ def test_skip_mode_reports_every_left_out_structure():
     lonely = Structure(Lattice.cubic(20.0), ["Na"], [[0, 0, 0]])
     feat = CrystalGraphFeaturizer(errors="skip")
     with pytest.warns(UserWarning, match="left out 2 of 4"):
-        graphs = feat.transform([nacl(), lonely, nacl(), _too_close()], ids=["a", "b", "c", "d"])
+        graphs, skipped = feat.transform_with_skipped([nacl(), lonely, nacl(), _too_close()], ids=["a", "b", "c", "d"])
     assert len(graphs) == 2
     assert list(graphs.ids) == ["a", "c"]
-    assert [(e.index, e.id) for e in feat.skipped_] == [(1, "b"), (3, "d")]
+    assert [(e.index, e.id) for e in skipped] == [(1, "b"), (3, "d")]
+    assert not hasattr(feat, "skipped_")  # transform leaves the featurizer unchanged
 
 
 def test_distance_check_ignores_self_images():
@@ -162,7 +163,7 @@ def _canonical(s):
 
 
 def test_gemmi_and_pymatgen_cif_readers_agree(data_path, monkeypatch, eform_sample):
-    import crysk.structures as st
+    import crysk.structures.cif as st
 
     paths = sorted((data_path / "sample_regression_cgcnn").glob("*.cif")) + list(eform_sample[0][:40])
     for path in paths:

@@ -5,9 +5,27 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, LRScheduler
 
-__all__ = ["ValidMAE", "RestoreBestWeights", "SaveBestCheckpoint"]
+__all__ = ["ValidMAE", "RestoreBestWeights", "SaveBestCheckpoint", "NetMultiStepLR"]
+
+
+class NetMultiStepLR(LRScheduler):
+    """skorch's ``MultiStepLR`` schedule with the milestones and factor read from the estimator.
+
+    The crysk estimators list this callback among their defaults, and
+    skorch builds the default callbacks whenever ``get_params`` runs, so it
+    must not read the estimator's parameters when built: it takes
+    ``lr_milestones`` and ``gamma`` from the estimator when training starts
+    (``fit`` has checked them by then).
+    """
+
+    def __init__(self):
+        super().__init__(policy="MultiStepLR")
+
+    def _get_scheduler(self, net, policy, **scheduler_kwargs):
+        milestones = [] if net.lr_milestones is None else [int(m) for m in net.lr_milestones]
+        return super()._get_scheduler(net, policy, milestones=milestones, gamma=net.gamma, **scheduler_kwargs)
 
 
 class ValidMAE(Callback):
@@ -82,6 +100,7 @@ class SaveBestCheckpoint(Callback):
     Parameters
     ----------
     path : str or os.PathLike
+        The checkpoint file (replaced atomically at each improvement).
     monitor : str or None, default="auto"
         History key that is True on an improving epoch: ``"auto"`` takes the
         estimator's own (validation MAE for regressors, validation loss for
