@@ -64,7 +64,7 @@ def fit_resumable(make, X, y, final: Path, epochs: int, name: str):
         over the whole run) and the number of epochs it resumed after.
     """
     from crysk.estimators import SaveBestCheckpoint
-    from crysk.transfer import load_checkpoint
+    from crysk.checkpoints import load_checkpoint
 
     partial = final.with_suffix(".partial.pt")
     final.parent.mkdir(parents=True, exist_ok=True)

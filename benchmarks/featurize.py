@@ -37,9 +37,9 @@ def main() -> None:
         for n_jobs in args.jobs:
             feat = CrystalGraphFeaturizer(n_jobs=n_jobs, errors="skip")
             t, c = time.perf_counter(), time.process_time()
-            graphs = feat.transform(cifs)
+            graphs, skipped = feat.transform_with_skipped(cifs)
             dt, dc = time.perf_counter() - t, time.process_time() - c
-            rows.append(("CIF text", len(cifs), n_jobs, len(cifs) / dt, _cpu_rate(n, n_jobs, dc), graphs.nbytes / len(graphs), len(feat.skipped_)))
+            rows.append(("CIF text", len(cifs), n_jobs, len(cifs) / dt, _cpu_rate(n, n_jobs, dc), graphs.nbytes / len(graphs), len(skipped)))
             print(*rows[-1], flush=True)
         t = time.perf_counter()
         structures = [as_structure(c, validate=False) for c in cifs]
@@ -48,9 +48,9 @@ def main() -> None:
         for n_jobs in args.jobs:
             feat = CrystalGraphFeaturizer(n_jobs=n_jobs, errors="skip")
             t, c = time.perf_counter(), time.process_time()
-            graphs = feat.transform(structures)
+            graphs, skipped = feat.transform_with_skipped(structures)
             dt, dc = time.perf_counter() - t, time.process_time() - c
-            rows.append(("Structure", n, n_jobs, n / dt, _cpu_rate(n, n_jobs, dc), graphs.nbytes / len(graphs), len(feat.skipped_)))
+            rows.append(("Structure", n, n_jobs, n / dt, _cpu_rate(n, n_jobs, dc), graphs.nbytes / len(graphs), len(skipped)))
             print(*rows[-1], flush=True)
         del structures
     print()

@@ -188,9 +188,9 @@ def featurize(records: list[dict], n_jobs: int):
     and reported, so graphs and records stay aligned.
     """
     featurizer = CrystalGraphFeaturizer(radius=8.0, max_num_nbr=12, n_jobs=n_jobs, errors="skip")
-    graphs = featurizer.transform([r["cif"] for r in records], ids=[r["id"] for r in records])
+    graphs, skipped = featurizer.transform_with_skipped([r["cif"] for r in records], ids=[r["id"] for r in records])
     kept = set(graphs.ids)
-    for exc in featurizer.skipped_:
+    for exc in skipped:
         print(f"  skipped: {exc}", flush=True)
     return graphs, [r for r in records if r["id"] in kept]
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # public name -> submodule that defines it
 _LAZY = {
     "CGCNNRegressor": "estimators",
     "CrysAE": "estimators",
     "CrysXPPRegressor": "estimators",
-    "CheckpointError": "transfer",
-    "load": "transfer",
+    "CheckpointError": "checkpoints",
+    "load": "estimators",
     "CrystalGraphFeaturizer": "featurizer",
     "CrystalGraphs": "graphs",
     "concatenate": "graphs",
@@ -43,8 +43,8 @@ _LAZY = {
 
 # submodules reachable as attributes (``crysk.transfer.load_checkpoint``), as with eager imports
 _SUBMODULES = {
-    "baselines", "cli", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
-    "graphs", "nn", "plotting", "structures", "targets", "transfer",
+    "baselines", "checkpoints", "cli", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
+    "graphs", "nn", "parallel", "plotting", "structures", "targets", "transfer",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -65,7 +65,8 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .featurizer import CrystalGraphFeaturizer
     from .graphs import CrystalGraphs, concatenate
     from .structures import CrystalInputError, as_structure
-    from .transfer import CheckpointError, load
+    from .checkpoints import CheckpointError
+    from .estimators import load
 
 
 def __getattr__(name: str) -> Any:

@@ -1,28 +1,40 @@
-"""Keep freed memory inside the process on glibc, so training does not page-fault.
+"""Keep freed memory inside the process on glibc while a CPU fit runs, and give it back afterwards.
 
-A CGCNN step on the CPU allocates and frees tens of large (>32 MB) per-edge
-tensors. glibc serves each from a fresh ``mmap`` and returns it on free, so
-every step page-faults and zero-fills gigabytes: on the project's 2-core
-machines this took 80% of a step. Telling malloc not to use ``mmap`` and not
-to trim the heap lets those blocks be reused (the measured speed-up is about
-2.4x; see ``benchmarks/train.py``). Memory freed during training stays with
-the process; what was freed before it (e.g. by featurizing) is handed back
-when training starts, so it does not add to the training's peak.
+A CGCNN step on the CPU allocates and frees large (>32 MB) per-edge tensors.
+glibc serves each from a fresh ``mmap`` and returns it on free, so every step
+page-faults and zero-fills them again. Telling malloc not to use ``mmap`` and
+not to trim the heap lets those blocks be reused (the figures are in
+``benchmarks/RESULTS.md``, measured with ``benchmarks/train.py``).
 
-Set the environment variable ``CRYSK_MALLOC_TUNING=0`` to leave malloc alone.
+The settings are process-wide, so :func:`malloc_tuning` applies them only
+while training runs and then restores glibc's values and hands the memory
+kept meanwhile back to the system. glibc has no call that reads the current
+settings: "restore" means the values from ``GLIBC_TUNABLES``/``MALLOC_*_``
+environment variables, else glibc's defaults. One glibc behaviour cannot be
+restored: after any ``mallopt`` of these settings, glibc stops growing its
+mmap threshold by itself (it stays where it was, 128 KiB unless it grew).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+import threading
+from collections.abc import Iterator
+
+__all__ = ["malloc_tuning"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+# glibc's defaults (malloc.c: DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD)
+_DEFAULT_MMAP_MAX = 65536
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
 _libc = None
-_done = False
+_lock = threading.Lock()
+_depth = 0  # fits in progress (threads, nested calls): the outermost one applies and restores
 
 
 def _glibc():
@@ -38,25 +50,61 @@ def _glibc():
     return _libc
 
 
-def tune_malloc() -> bool:
-    """Apply the malloc settings (once per process) and return memory freed so far to the system.
+def _configured(tunable: str, env: str, default: int) -> int:
+    """The value glibc started with: ``GLIBC_TUNABLES``, then the ``MALLOC_*_`` variable, then the default."""
+    for item in os.environ.get("GLIBC_TUNABLES", "").replace(":", " ").split():
+        key, _, value = item.partition("=")
+        if key == f"glibc.malloc.{tunable}":
+            try:
+                return int(value, 0)
+            except ValueError:
+                break
+    try:
+        return int(os.environ[env], 0)
+    except (KeyError, ValueError):
+        return default
 
-    Call it before training: the heap then holds no garbage from earlier
-    work (freed pages in its middle cost resident memory until trimmed,
-    and with the settings glibc no longer trims by itself).
 
-    Returns
-    -------
+@contextlib.contextmanager
+def malloc_tuning(enabled: bool = True) -> Iterator[bool]:
+    """Keep freed memory in the process while the block runs (glibc Linux only).
+
+    On entry, memory freed before (e.g. by featurizing) is returned to the
+    system, ``mmap`` is switched off and heap trimming postponed; on exit
+    the start-up values are restored and the memory kept meanwhile is
+    returned. Calls may nest and run in several threads: the first entry
+    applies the settings, the last exit restores them.
+
+    Parameters
+    ----------
+    enabled : bool, default=True
+        False makes this a no-op (the estimators' ``malloc_tuning=False``).
+
+    Yields
+    ------
     bool
         Whether the settings are in force.
     """
-    global _done
-    if not sys.platform.startswith("linux") or os.environ.get("CRYSK_MALLOC_TUNING", "1") == "0":
-        return False
-    libc = _glibc()
+    global _depth
+    libc = _glibc() if enabled and sys.platform.startswith("linux") else False
     if not libc:
-        return False
-    libc.malloc_trim(0)
-    if not _done:
-        _done = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-    return _done
+        yield False
+        return
+    with _lock:
+        if _depth == 0:
+            libc.malloc_trim(0)
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+        _depth += 1
+    try:
+        yield True
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                libc.mallopt(_M_MMAP_MAX, _configured("mmap_max", "MALLOC_MMAP_MAX_", _DEFAULT_MMAP_MAX))
+                libc.mallopt(
+                    _M_TRIM_THRESHOLD,
+                    _configured("trim_threshold", "MALLOC_TRIM_THRESHOLD_", _DEFAULT_TRIM_THRESHOLD),
+                )
+                libc.malloc_trim(0)

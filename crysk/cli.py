@@ -199,7 +199,8 @@ def _load_dataset(args: argparse.Namespace):
 def _demo(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import CGCNNRegressor, CrystalGraphFeaturizer, load
+    from .estimators import CGCNNRegressor, load
+    from .featurizer import CrystalGraphFeaturizer
     from .demo import make_demo_data
 
     print("pass criterion: the test MAE is below half the mean predictor's, and the saved model "
@@ -335,7 +336,7 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .graphs import CrystalGraphs
-    from .transfer import load
+    from .estimators import load
 
     model = load(args.model)
     if not hasattr(model, "target_scaler_"):

@@ -31,7 +31,6 @@ __all__ = [
     "ATOMIC_PROPERTIES",
     "cgcnn_feature_table",
     "element_table_id",
-    "has_features",
     "feature_names",
 ]
 
@@ -45,7 +44,7 @@ MAX_ATOMIC_NUMBER = 100
 class AtomicProperty:
     """One of the nine categorical atomic properties of the CGCNN table.
 
-    Attributes
+    Parameters
     ----------
     name : str
         Short machine name (e.g. ``"electronegativity"``).
@@ -131,21 +130,6 @@ def element_table_id() -> str:
     """
     digest = hashlib.sha256(cgcnn_feature_table().tobytes()).hexdigest()[:12]
     return f"cgcnn92:{digest}"
-
-
-def has_features(atomic_numbers: np.ndarray) -> np.ndarray:
-    """Tell which atomic numbers have a feature vector.
-
-    Parameters
-    ----------
-    atomic_numbers : array-like of int
-
-    Returns
-    -------
-    numpy.ndarray of bool
-    """
-    z = np.asarray(atomic_numbers)
-    return (z >= 1) & (z <= MAX_ATOMIC_NUMBER)
 
 
 def feature_names() -> list[str]:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import numbers
+import warnings
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
 from pymatgen.core import Structure
 from pymatgen.optimization.neighbors import find_points_in_spheres
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from ._validation import check_number, check_option
 from .elements import element_table_id
 from .graphs import CrystalGraphs, concatenate
+from .parallel import map_chunks
 from .structures import (
     MIN_DISTANCE,
     CrystalInputError,
@@ -20,9 +21,8 @@ from .structures import (
     input_ids,
     structure_and_numbers,
 )
-from .structures import atomic_numbers as _atomic_numbers
 
-__all__ = ["CrystalGraphFeaturizer", "structure_graph", "graph_settings", "check_settings"]
+__all__ = ["CrystalGraphFeaturizer", "graph_settings", "check_settings", "settings_differences"]
 
 _PBC = np.ones(3, dtype=np.int64)
 
@@ -33,7 +33,9 @@ def graph_settings(radius: float, max_num_nbr: int) -> dict[str, Any]:
     Parameters
     ----------
     radius : float
+        Neighbour cut-off (Å).
     max_num_nbr : int
+        Nearest neighbours per atom.
 
     Returns
     -------
@@ -64,6 +66,7 @@ def check_settings(graphs: CrystalGraphs, expected: dict[str, Any], what: str = 
     Parameters
     ----------
     graphs : CrystalGraphs
+        Graphs to check.
     expected : dict
         As returned by :func:`graph_settings`.
     what : str
@@ -111,51 +114,6 @@ def _cut_is_clear(centers, dist, n, max_num_nbr):
         return False
     starts = np.cumsum(counts) - counts
     return not np.any(dist[starts + max_num_nbr - 1] == dist[starts + max_num_nbr])
-
-
-def structure_graph(
-    structure: Structure,
-    radius: float = 8.0,
-    max_num_nbr: int = 12,
-    index: int | None = None,
-    id: Any = None,
-    min_distance: float = MIN_DISTANCE,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Compute the crystal graph of one structure.
-
-    Each atom is linked to its ``max_num_nbr`` nearest neighbours within
-    ``radius`` over all periodic images (fewer if fewer are in range), nearest
-    first. The same atom may appear several times through different images
-    (CGCNN's multigraph). Equally distant neighbours are chosen exactly as the
-    original CGCNN and CrysXPP codes choose them (see
-    :class:`CrystalGraphFeaturizer`, "Ties").
-
-    Parameters
-    ----------
-    structure : pymatgen.core.Structure
-        An ordered structure (see :func:`crysk.structures.as_structure`).
-    radius : float, default=8.0
-        Cut-off in Å.
-    max_num_nbr : int, default=12
-    index, id : optional
-        Used in error messages.
-    min_distance : float, default=0.5
-        Raise if two atoms are closer than this (Å).
-
-    Returns
-    -------
-    atomic_numbers : numpy.ndarray of uint8, shape (n_atoms,)
-    degrees : numpy.ndarray of int64, shape (n_atoms,)
-    neighbors : numpy.ndarray of int32, shape (n_edges,)
-    distances : numpy.ndarray of float32, shape (n_edges,)
-
-    Raises
-    ------
-    CrystalInputError
-        If an atom has no neighbour within ``radius``, or two atoms are
-        closer than ``min_distance``.
-    """
-    return _graph_from_arrays(_light(structure, _atomic_numbers(structure, index, id)), radius, max_num_nbr, index, id, min_distance)
 
 
 def _light(structure: Structure, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -291,7 +249,7 @@ class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
     errors : {"raise", "skip"}, default="raise"
         What to do with a structure that cannot be used. ``"raise"`` raises
         its :class:`~crysk.structures.CrystalInputError`. ``"skip"`` leaves it
-        out, warns, and lists it in ``skipped_`` (so the output has fewer
+        out and warns; :meth:`transform_with_skipped` lists them (the output has fewer
         crystals than the input: only for standalone use, never inside a
         pipeline that must keep X and y aligned).
 
@@ -318,12 +276,6 @@ class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
     route (rotated, from ASE, re-ordered sites) can break an exact tie the
     other way, as the reference would for that input.
 
-    Attributes
-    ----------
-    skipped_ : list of CrystalInputError
-        The structures left out by the last :meth:`transform` (``errors="skip"``);
-        each error carries ``index``, ``id`` and ``reason``.
-
     Examples
     --------
     >>> from pymatgen.core import Lattice, Structure
@@ -348,16 +300,9 @@ class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
         self.errors = errors
 
     def _validate_params(self) -> None:
-        if not isinstance(self.radius, numbers.Real) or not np.isfinite(self.radius) or self.radius <= 0:
-            raise ValueError(f"radius must be a positive number of Å, got {self.radius!r}")
-        if (
-            not isinstance(self.max_num_nbr, numbers.Integral)
-            or isinstance(self.max_num_nbr, bool)
-            or self.max_num_nbr < 1
-        ):
-            raise ValueError(f"max_num_nbr must be a positive integer, got {self.max_num_nbr!r}")
-        if self.errors not in ("raise", "skip"):
-            raise ValueError(f"errors must be 'raise' or 'skip', got {self.errors!r}")
+        check_number("radius", self.radius, low=0, low_open=True, hint=" (Å)")
+        check_number("max_num_nbr", self.max_num_nbr, integer=True, low=1)
+        check_option("errors", self.errors, ["raise", "skip"])
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -365,22 +310,24 @@ class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
         return graph_settings(self.radius, self.max_num_nbr)
 
     def fit(self, X: Any = None, y: Any = None) -> "CrystalGraphFeaturizer":
-        """Check the parameters; the featurizer learns nothing.
+        """Check the parameters; the featurizer learns nothing (it is stateless).
 
         Parameters
         ----------
-        X, y : ignored
+        X : ignored
+            Accepted for Pipeline compatibility.
+        y : ignored
+            Accepted for Pipeline compatibility.
 
         Returns
         -------
         self
         """
         self._validate_params()
-        self.n_features_in_ = 1
         return self
 
     def transform(self, X: Any, ids: Any = None) -> CrystalGraphs:
-        """Featurize structures.
+        """Featurize structures (no fitting needed: the featurizer is stateless).
 
         Parameters
         ----------
@@ -395,12 +342,34 @@ class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
         Returns
         -------
         CrystalGraphs
+            One graph per structure (with ``errors="skip"``, per usable
+            structure; see :meth:`transform_with_skipped`).
+        """
+        return self.transform_with_skipped(X, ids)[0]
+
+    def transform_with_skipped(self, X: Any, ids: Any = None) -> tuple[CrystalGraphs, list[CrystalInputError]]:
+        """Featurize structures and say which ones were left out (``errors="skip"``).
+
+        Parameters
+        ----------
+        X : collection of structure inputs, or CrystalGraphs
+            As for :meth:`transform`.
+        ids : sequence, optional
+            Identifiers for error messages (default: the pandas index).
+
+        Returns
+        -------
+        graphs : CrystalGraphs
+            The usable structures' graphs, in input order.
+        skipped : list of CrystalInputError
+            The structures left out, each with ``index``, ``id`` and
+            ``reason`` (empty with ``errors="raise"``, which raises instead).
         """
         self._validate_params()
         settings = self.settings
         if isinstance(X, CrystalGraphs):
             check_settings(X, settings, "this featurizer")
-            return X
+            return X, []
         seq = as_sequence(X)
         if ids is None:
             ids = input_ids(X)
@@ -409,43 +378,42 @@ class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
             if len(ids) != len(seq):
                 raise ValueError(f"got {len(ids)} ids for {len(seq)} structures")
         n = len(seq)
-        n_jobs = effective_n_jobs(self.n_jobs) if n >= 64 else 1
-        chunk = max(1, min(1000, -(-n // (4 * n_jobs)))) if n_jobs > 1 else max(n, 1)
-        if self.verbose and n >= 500:
-            chunk = min(chunk, max(50, n // 100))
-        starts = list(range(0, n, chunk))
-        tasks = (
-            delayed(_featurize_chunk)(
-                _prepare([seq[i] for i in range(s, min(s + chunk, n))], s, None if ids is None else ids[s : s + chunk], self.errors)
-                if n_jobs > 1
-                else [seq[i] for i in range(s, min(s + chunk, n))],
-                s,
-                None if ids is None else ids[s : s + chunk],
-                self.radius,
-                self.max_num_nbr,
-                settings,
-                self.errors,
-            )
-            for s in starts
+
+        def chunk_args(start: int, stop: int, parallel: bool) -> tuple:
+            items = [seq[i] for i in range(start, stop)]
+            chunk_ids = None if ids is None else ids[start:stop]
+            if parallel:  # Structures are slow to pickle: send their arrays
+                items = _prepare(items, start, chunk_ids, self.errors)
+            return items, start, chunk_ids, self.radius, self.max_num_nbr, settings, self.errors
+
+        show = bool(self.verbose) and n >= 500
+        parts = map_chunks(
+            _featurize_chunk,
+            n,
+            chunk_args,
+            n_jobs=self.n_jobs,
+            min_parallel=64,
+            max_chunk=1000,
+            progress="featurizing" if show else None,
+            progress_chunk=max(50, n // 100),
         )
-        if n_jobs == 1:
-            parts = (_featurize_chunk(*t[1], **t[2]) for t in tasks)
-        else:
-            parts = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
-        if self.verbose and n >= 500:
-            from tqdm.auto import tqdm
-
-            parts = tqdm(parts, total=len(starts), desc="featurizing", unit="chunk")
-        parts = list(parts)
-        self.skipped_ = [exc for _, failed in parts for exc in failed]
-        if self.skipped_:
-            import warnings
-
+        skipped = [exc for _, failed in parts for exc in failed]
+        if skipped:
             warnings.warn(
-                f"left out {len(self.skipped_)} of {n} structures (see skipped_); first: {self.skipped_[0]}",
-                stacklevel=2,
+                f"left out {len(skipped)} of {n} structures; first: {skipped[0]}. "
+                "transform_with_skipped lists them all",
+                UserWarning,
+                stacklevel=3,
             )
         graphs = [g for g, _ in parts if len(g)]
         if not graphs:
-            return _pack([], settings, [] if ids is not None else None)
-        return concatenate(graphs) if len(graphs) > 1 else graphs[0]
+            return _pack([], settings, [] if ids is not None else None), skipped
+        return (concatenate(graphs) if len(graphs) > 1 else graphs[0]), skipped
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # stateless: transform needs no fit, and inputs are structures, not a 2-D array
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags

@@ -60,6 +60,7 @@ class CrystalGraphs:
     Parameters
     ----------
     atomic_numbers : array of int, shape (n_atoms,)
+        Atomic number of every atom, crystal after crystal.
     degrees : array of int, shape (n_atoms,)
         Outgoing edges per atom.
     neighbors : array of int, shape (n_edges,)
@@ -68,6 +69,7 @@ class CrystalGraphs:
     distances : array of float, shape (n_edges,)
         Edge lengths in Å.
     atom_offsets : array of int, shape (n_crystals + 1,)
+        Where each crystal's atoms start (``n_crystals + 1`` entries, the last is the total).
     settings : mapping
         Featurizer settings the graphs were made with (``radius``,
         ``max_num_nbr``, ``element_table``); models refuse graphs made with
@@ -210,6 +212,7 @@ class CrystalGraphs:
         Parameters
         ----------
         indices : array of int
+            Positions (or a boolean mask) of the crystals to keep.
 
         Returns
         -------
@@ -355,6 +358,7 @@ class CrystalGraphs:
         Parameters
         ----------
         device : str or torch.device, default="cpu"
+            Torch device to move the arrays to.
 
         Returns
         -------
@@ -370,6 +374,7 @@ class CrystalGraphs:
         indices : array of int, optional
             Crystals to include (default: all).
         device : str or torch.device, default="cpu"
+            Torch device of the tensors.
 
         Returns
         -------
@@ -386,6 +391,7 @@ def concatenate(parts: Sequence[CrystalGraphs]) -> CrystalGraphs:
     Parameters
     ----------
     parts : sequence of CrystalGraphs
+        Graphs made with the same settings.
 
     Returns
     -------
@@ -437,7 +443,9 @@ class GraphTensors:
     Parameters
     ----------
     graphs : CrystalGraphs
+        The crystals to move.
     device : str or torch.device
+        Torch device to hold them.
     """
 
     def __init__(self, graphs: CrystalGraphs, device: str | torch.device = "cpu"):

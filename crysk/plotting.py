@@ -43,6 +43,7 @@ def plot_feature_selector(
     path : str or os.PathLike, optional
         Save the figure there (PNG by the suffix, 150 dpi).
     title : str, optional
+        Title of the plot (None: a default one).
 
     Returns
     -------
@@ -91,12 +92,16 @@ def plot_parity(
     Parameters
     ----------
     y_true, y_pred : array-like of shape (n,)
+        Predictions.
+        True targets.
     ax : matplotlib Axes, optional
+        Axes to draw on (None: a new figure).
     path : str or os.PathLike, optional
         Save the figure there.
     label : str, optional
         Property name for the axis labels.
     unit : str, optional
+        Unit shown in the axis labels.
 
     Returns
     -------

@@ -48,7 +48,9 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Targets to learn the mean and standard deviation from, one column per target.
         y : ignored
+            Ignored; accepted for Pipeline compatibility.
 
         Returns
         -------
@@ -68,6 +70,7 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Targets in original units.
 
         Returns
         -------
@@ -83,6 +86,7 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Scaled targets (network outputs).
 
         Returns
         -------

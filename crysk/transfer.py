@@ -1,363 +1,39 @@
-"""Checkpoints and transfer of weights between models.
+"""Transfer of weights between models: matching by name and shape, and ``freeze=``.
 
-The only module that reads or writes checkpoint files. It
-
-* saves crysk checkpoints atomically and loads them with
-  ``torch.load(weights_only=True)`` (no code from a file ever runs);
-* reads the original CGCNN ``.pth.tar`` checkpoints and the released CrysAE
-  (CrysXPP) autoencoder, whose pickled module is rebuilt from inert stand-in
-  classes;
-* matches parameters by name and shape into a new model and reports what was
-  transferred and what was initialised afresh;
-* resolves ``freeze=`` and ``warm_start_include=`` specifications into
-  tensor names.
+Where the weights come from (crysk checkpoints, the original CGCNN and CrysAE
+files, fitted estimators) is :mod:`crysk.checkpoints`' business;
+:func:`transfer_weights` copies what fits into a new model and reports what
+was transferred and what was initialised afresh, and :func:`resolve_freeze`
+and :func:`resolve_tensors` turn ``freeze=`` and ``warm_start_include=``
+specifications into tensor names.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
-import os
-import pickle
 import re
-import sys
-import types
-from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from .checkpoints import CheckpointError, WeightSource
+from .featurizer import settings_differences
 
 logger = logging.getLogger("crysk")
 
-__all__ = [
-    "CheckpointError",
-    "TransferReport",
-    "WeightSource",
-    "save_checkpoint",
-    "load_checkpoint",
-    "read_weights",
-    "transfer_weights",
-    "resolve_freeze",
-    "resolve_tensors",
-    "load",
-    "CGCNN_DEFAULT_SETTINGS",
-]
+__all__ = ["TransferReport", "transfer_weights", "resolve_freeze", "resolve_tensors"]
 
-FORMAT = "crysk-checkpoint"
-FORMAT_VERSION = 1
-#: Graph settings of the original CGCNN (and CrysXPP) code, which their files do not store.
-CGCNN_DEFAULT_SETTINGS = {"radius": 8.0, "max_num_nbr": 12}
 # BatchNorm's counter is absent from old checkpoints and carries no knowledge
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
-_CRYSAE_NODE_DECODER_REASON = (
-    "skipped: the released CrysAE trained fc_atom_feature with a per-bit binary loss, "
-    "crysk's CrysAE decoder uses a cross-entropy per atomic property"
-)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, unsafe or incompatible.
-
-    The message says what differs or what is wrong, and what to do.
-    """
-
-
-# --------------------------------------------------------------------------- writing / reading
-def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically.
-
-    The data goes to a temporary file in the same folder, which is flushed to
-    disk and then renamed over ``path``: a failure or an interruption midway
-    leaves any previous file at ``path`` intact. The file's mode follows
-    the umask, as for any file the user creates.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-    payload : mapping
-        Only tensors, numbers, strings, booleans, None, lists, tuples and
-        dicts, so that it loads with ``torch.load(weights_only=True)``.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    from ._files import atomic_open
-
-    path = Path(path)
-    with atomic_open(path) as fh:
-        torch.save(dict(payload), fh)
-    return path
-
-
-def _torch_load(path: Path, **kwargs) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint file with ``weights_only=True`` (never runs pickled code).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    dict
-
-    Raises
-    ------
-    CheckpointError
-        If the file is missing, is not a torch file, or holds pickled Python
-        objects other than plain data and tensors.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{str(path)!r} is a folder, not a checkpoint file: pass the checkpoint file in it")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    not_torch = _not_a_torch_file(path)
-    if not_torch:
-        # refuse before torch.load, whose errors on such files mislead ("pop from empty list")
-        raise CheckpointError(f"{str(path)!r} is not a crysk checkpoint: {not_torch}")
-    try:
-        obj = _torch_load(path)
-    except pickle.UnpicklingError as exc:
-        if "model.CrystalAE" in str(exc):
-            return _load_released_crysae(path)
-        found = re.search(r"GLOBAL [\w.]+", str(exc))
-        if found is None:
-            raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_last_line(exc)}") from exc
-        raise CheckpointError(
-            f"{str(path)!r} holds pickled Python objects, not just weights ({found.group(0)}). "
-            "crysk loads weights only and never runs code from a file: re-save the model's "
-            "state_dict (or use est.save_pretrained)"
-        ) from exc
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_first_line(exc)}") from exc
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dictionary")
-    return dict(obj)
-
-
-# every file torch.save writes starts with one of these: a zip archive, or the legacy
-# format's pickled magic number
-_TORCH_HEADERS = (b"PK\x03\x04", b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
-_COMPRESSED = {b"\x1f\x8b": "gzip", b"\x78\x01": "zlib", b"\x78\x9c": "zlib", b"\x78\xda": "zlib",
-               b"BZh": "bz2", b"\xfd7zXZ": "xz", b"\x04\x22\x4d\x18": "lz4"}
-
-
-def _not_a_torch_file(path: Path) -> str | None:
-    """What the file is, with the fix, when its first bytes show it is no torch file; else None."""
-    with open(path, "rb") as fh:
-        head = fh.read(512)
-    if head.startswith(_TORCH_HEADERS[0]):
-        import zipfile
-
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError):
-            return None
-        if names and all(n.endswith(".npy") for n in names):
-            return ("it is a numpy .npz file (e.g. crystal graphs from `crysk featurize`), not a model; "
-                    "pass the model first and the graphs after it")
-        return None
-    if head.startswith(_TORCH_HEADERS[1]):
-        return None
-    if not head:
-        return "the file is empty (an interrupted copy or save?)"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return ("it is a Python pickle (e.g. joblib.dump or pickle.dump of an estimator or Pipeline); "
-                "load it in Python with joblib.load (only if you trust its source), or save the model "
-                "with est.save_pretrained(path)")
-    for magic, kind in _COMPRESSED.items():
-        if head.startswith(magic):
-            return (f"it is {kind}-compressed data (e.g. joblib.dump(..., compress=...)); load it in Python "
-                    "with joblib.load (only if you trust its source), or save the model with est.save_pretrained(path)")
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return None  # unknown binary: let torch.load try and report
-    first = text.strip().splitlines()[0][:60] if text.strip() else ""
-    if text.lstrip().startswith("data_") or "_cell_length_a" in text:
-        return "it is a CIF file (a structure): pass it as a structure to predict on, not as the model"
-    return f"it is a text file (it starts with {first!r}), not a model saved by crysk or CGCNN"
-
-
-def _last_line(exc: BaseException) -> str:
-    text = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return text[-1] if text else type(exc).__name__
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _load_released_crysae(path: Path) -> dict:
-    """Rebuild the released CrysAE module from inert stand-ins and return its weights.
-
-    The file is a whole pickled ``model.CrystalAE`` (CrysXPP code). Empty
-    ``torch.nn.Module`` subclasses stand in for the project's classes, so the
-    unpickler restores the tensors without importing or running their code.
-    """
-
-    class CrystalAE(torch.nn.Module):  # inert stand-in: no forward, no code from the file
-        pass
-
-    class ConvLayer(torch.nn.Module):
-        pass
-
-    stand_in = types.ModuleType("model")
-    CrystalAE.__module__ = ConvLayer.__module__ = "model"
-    CrystalAE.__qualname__, ConvLayer.__qualname__ = "CrystalAE", "ConvLayer"
-    stand_in.CrystalAE, stand_in.ConvLayer = CrystalAE, ConvLayer
-    previous = sys.modules.get("model")
-    sys.modules["model"] = stand_in
-    allowed = [
-        CrystalAE,
-        ConvLayer,
-        torch.nn.Linear,
-        torch.nn.Bilinear,
-        torch.nn.ModuleList,
-        torch.nn.BatchNorm1d,
-        torch.nn.Sigmoid,
-        torch.nn.Softplus,
-        set,
-    ]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            module = _torch_load(path)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read the CrysAE checkpoint {str(path)!r}: {_first_line(exc)}") from exc
-    finally:
-        if previous is None:
-            sys.modules.pop("model", None)
-        else:
-            sys.modules["model"] = previous
-    if not isinstance(module, torch.nn.Module):
-        raise CheckpointError(f"{str(path)!r} did not hold a CrysAE module")
-    return {"format": "crysae-released", "state_dict": OrderedDict(module.state_dict())}
-
-
-# --------------------------------------------------------------------------- sources of weights
-@dataclass
-class WeightSource:
-    """Weights to transfer, with what is known about how they were made.
-
-    Attributes
-    ----------
-    state_dict : OrderedDict of str to torch.Tensor
-    kind : str
-        ``"crysk"``, ``"cgcnn"`` (original CGCNN file), ``"crysxpp"``
-        (original CrysXPP predictor), ``"crysae-released"`` or ``"estimator"``.
-    graph_settings : dict
-        ``radius``, ``max_num_nbr`` and ``element_table`` the weights expect.
-    description : str
-        Where the weights came from, for messages.
-    checkpoint : dict or None
-        The whole checkpoint, when read from a file.
-    skipped : dict of str to str
-        Source tensors that must not be loaded even where a target tensor has
-        the same name and shape, with the reason (e.g. a layer trained for
-        another loss than crysk's layer of that name).
-    """
-
-    state_dict: "OrderedDict[str, torch.Tensor]"
-    kind: str
-    graph_settings: dict
-    description: str
-    checkpoint: dict | None = None
-    skipped: dict = field(default_factory=dict)
-
-
-def _cgcnn_settings() -> dict:
-    from .elements import element_table_id
-
-    return {**CGCNN_DEFAULT_SETTINGS, "element_table": element_table_id()}
-
-
-def read_weights(source: Any) -> WeightSource:
-    """Read weights from a checkpoint path or a fitted crysk estimator.
-
-    Parameters
-    ----------
-    source : str, os.PathLike, fitted estimator or WeightSource
-        A crysk checkpoint (``save_pretrained``), an original CGCNN
-        ``.pth.tar`` checkpoint, an original CrysXPP predictor
-        (``model_best.pth.tar``, whose ``mask`` becomes ``selector.weight``),
-        the released CrysAE ``model_pretrain.pth``, or a fitted crysk
-        estimator. The CrysAE's ``fc_atom_feature`` is marked as skipped
-        (:attr:`WeightSource.skipped`): the authors trained it with a per-bit
-        binary loss, while crysk's CrysAE node decoder of that name is
-        trained with a cross-entropy per atomic property, so the weights
-        would mean something else there.
-
-    Returns
-    -------
-    WeightSource
-
-    Raises
-    ------
-    CheckpointError
-        If the source cannot be read or is not a model.
-    """
-    if isinstance(source, WeightSource):
-        return source
-    if hasattr(source, "module_") and hasattr(source, "graph_settings"):
-        if not getattr(source, "initialized_", False):
-            raise CheckpointError(f"cannot warm-start from an unfitted {type(source).__name__}; fit it first")
-        state = OrderedDict((k, v.detach().cpu().clone()) for k, v in source.module_.state_dict().items())
-        return WeightSource(state, "estimator", dict(source.graph_settings), f"a fitted {type(source).__name__}")
-    if hasattr(source, "fit") and hasattr(source, "get_params"):
-        raise CheckpointError(f"cannot warm-start from an unfitted {type(source).__name__}; fit it first")
-    if not isinstance(source, (str, os.PathLike)):
-        raise CheckpointError(
-            f"warm_start_from must be a checkpoint path or a fitted crysk estimator, got {type(source).__name__}"
-        )
-    ckpt = load_checkpoint(source)
-    name = str(source)
-    if ckpt.get("format") == FORMAT:
-        return WeightSource(
-            OrderedDict(ckpt["state_dict"]), "crysk", dict(ckpt["graph_settings"]), f"crysk checkpoint {name!r}", ckpt
-        )
-    if ckpt.get("format") == "crysae-released":
-        return WeightSource(
-            ckpt["state_dict"],
-            "crysae-released",
-            _cgcnn_settings(),
-            f"released CrysAE {name!r}",
-            ckpt,
-            skipped={n: _CRYSAE_NODE_DECODER_REASON for n in ckpt["state_dict"] if n.startswith("fc_atom_feature.")},
-        )
-    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping) and "mask" in ckpt["state_dict"]:
-        # the original CrysXPP predictor calls its feature selector `mask`; crysk's is `selector.weight`
-        state = OrderedDict(
-            ("selector.weight" if k == "mask" else k, v) for k, v in ckpt["state_dict"].items()
-        )
-        return WeightSource(state, "crysxpp", _cgcnn_settings(), f"CrysXPP predictor {name!r}", ckpt)
-    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
-        return WeightSource(
-            OrderedDict(ckpt["state_dict"]), "cgcnn", _cgcnn_settings(), f"CGCNN checkpoint {name!r}", ckpt
-        )
-    raise CheckpointError(
-        f"{name!r} is not a crysk, CGCNN, CrysXPP or CrysAE checkpoint (keys: {sorted(ckpt)[:8]}); "
-        "crysk reads files written by save_pretrained, CGCNN's .pth.tar and CrysXPP's model_best.pth.tar "
-        "and model_pretrain.pth"
-    )
-
-
-# --------------------------------------------------------------------------- transfer
 @dataclass
 class TransferReport:
     """What a warm start did.
 
-    Attributes
+    Parameters
     ----------
     source : str
         Where the weights came from.
@@ -367,11 +43,9 @@ class TransferReport:
         Target tensors left freshly initialised (absent from the source, or
         of another shape), with the reason in ``reasons``.
     unused : list of str
-        Source tensors that were not copied: no place in the target, another
-        shape, left out by ``warm_start_include``, or skipped by the source.
+        Source tensors with no place in the target.
     reasons : dict of str to str
-        Why each tensor in ``initialized`` (and each skipped source tensor)
-        was not loaded.
+        Why each of ``initialized`` started fresh.
     """
 
     source: str
@@ -418,8 +92,8 @@ def transfer_weights(
     module : torch.nn.Module
         The freshly initialised target.
     source : WeightSource
-        The weights (see :func:`read_weights`); tensors it marks as
-        ``skipped`` are never loaded.
+        The weights to copy, as returned by :func:`read_weights`; tensors it
+        marks as ``skipped`` are never loaded.
     strict : bool, default=False
         Raise instead of leaving any tensor on either side unmatched.
     expected_settings : dict, optional
@@ -448,8 +122,6 @@ def transfer_weights(
         If an ``include`` entry names no tensor of ``module``.
     """
     if expected_settings is not None:
-        from .featurizer import settings_differences
-
         diffs = settings_differences(source.graph_settings, expected_settings)
         if diffs:
             raise CheckpointError(
@@ -600,101 +272,3 @@ def _match_freeze_entry(module, names: list[str], entry: str) -> list[str]:
     if any(ch in entry for ch in "*?["):
         return [n for n in names if fnmatch.fnmatchcase(n, entry)]
     return [n for n in names if n == entry or n.startswith(entry + ".")]
-
-
-# --------------------------------------------------------------------------- whole estimators
-def load(path: str | os.PathLike) -> Any:
-    """Load a ready-to-predict estimator from a checkpoint file.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A crysk checkpoint (``save_pretrained``), an original CGCNN
-        ``.pth.tar`` checkpoint or an original CrysXPP predictor
-        (``model_best.pth.tar``); the original files predict in original
-        units with their stored normaliser.
-
-    Returns
-    -------
-    estimator
-        A fitted crysk estimator.
-
-    Raises
-    ------
-    CheckpointError
-    """
-    from .estimators.base import estimator_from_checkpoint
-
-    return estimator_from_checkpoint(read_weights(path))
-
-
-def scaler_state(scaler: Any) -> dict:
-    """A weights-only description of a fitted target scaler.
-
-    Parameters
-    ----------
-    scaler : fitted StandardScaler, TanhScaler or identity FunctionTransformer
-
-    Returns
-    -------
-    dict
-
-    Raises
-    ------
-    CheckpointError
-        For scalers that cannot be stored without pickling code.
-    """
-    from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-    from .targets import TanhScaler
-
-    if isinstance(scaler, StandardScaler):
-        return {
-            "kind": "standard",
-            "mean": scaler.mean_.tolist() if scaler.with_mean else None,
-            "scale": scaler.scale_.tolist() if scaler.with_std else None,
-        }
-    if isinstance(scaler, TanhScaler):
-        return {"kind": "tanh", "mean": scaler.mean_.tolist(), "std": scaler.std_.tolist(), "scale": scaler.scale}
-    if isinstance(scaler, FunctionTransformer) and scaler.func is None and scaler.inverse_func is None:
-        return {"kind": "none"}
-    raise CheckpointError(
-        f"a {type(scaler).__name__} target scaler cannot be stored in a weights-only checkpoint; "
-        "use target_scaler='standard', 'tanh' or None"
-    )
-
-
-def scaler_from_state(state: Mapping[str, Any], n_outputs: int) -> Any:
-    """Rebuild a fitted target scaler from :func:`scaler_state`.
-
-    Parameters
-    ----------
-    state : mapping
-    n_outputs : int
-
-    Returns
-    -------
-    transformer
-    """
-    from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-    from .targets import TanhScaler
-
-    kind = state.get("kind")
-    if kind == "standard":
-        scaler = StandardScaler(with_mean=state["mean"] is not None, with_std=state["scale"] is not None)
-        scaler.mean_ = None if state["mean"] is None else np.asarray(state["mean"], dtype=np.float64)
-        scaler.scale_ = None if state["scale"] is None else np.asarray(state["scale"], dtype=np.float64)
-        scaler.var_ = None if scaler.scale_ is None else scaler.scale_**2
-        scaler.n_features_in_ = n_outputs
-        scaler.n_samples_seen_ = 0
-        return scaler
-    if kind == "tanh":
-        scaler = TanhScaler(scale=state["scale"])
-        scaler.mean_ = np.asarray(state["mean"], dtype=np.float64)
-        scaler.std_ = np.asarray(state["std"], dtype=np.float64)
-        scaler.n_features_in_ = n_outputs
-        return scaler
-    if kind == "none":
-        return FunctionTransformer(validate=False).fit(np.zeros((1, n_outputs)))
-    raise CheckpointError(f"unknown target scaler {kind!r} in checkpoint")

@@ -208,11 +208,11 @@ def test_parallel_parsing_keeps_order_and_reports_failures(eform_records, tmp_pa
     records[25]["cif"] = "nonsense\ntext\n"
     path = tmp_path / "p.jsonl.gz"
     _write_jsonl_gz(path, records)
-    monkeypatch.setattr(datasets, "_MIN_PARALLEL", 10)
+    monkeypatch.setattr(datasets.dataset, "_MIN_PARALLEL", 10)
     # threads exercise the chunking and reassembly without the cost of starting processes
     with joblib.parallel_config(backend="threading"), pytest.warns(UserWarning, match="left out 1 of 40"):
         par = load_table(path, n_jobs=2, errors="skip")
-    monkeypatch.setattr(datasets, "_MIN_PARALLEL", 10**9)
+    monkeypatch.setattr(datasets.dataset, "_MIN_PARALLEL", 10**9)
     with pytest.warns(UserWarning):
         seq = load_table(path, errors="skip")
     assert par.ids == seq.ids and len(par) == 39
@@ -250,7 +250,7 @@ def test_matbench_download_error_becomes_connection_error(monkeypatch, tmp_path)
     def fail(*args, **kwargs):
         raise requests.exceptions.ConnectionError("Max retries exceeded")
 
-    monkeypatch.setattr(datasets, "_reachable", lambda url, timeout: None)
+    monkeypatch.setattr(datasets.matbench, "_reachable", lambda url, timeout: None)
     monkeypatch.setattr(matminer.datasets, "load_dataset", fail)
     with pytest.raises(ConnectionError, match="needs network access"):
         load_matbench("matbench_log_kvrh", data_home=tmp_path)

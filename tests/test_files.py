@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from crysk._files import atomic_open
-from crysk.transfer import load_checkpoint, save_checkpoint
+from crysk.checkpoints import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import crysk.datasets as datasets
+import crysk.datasets.dataset as dataset_module
 from crysk import load_cgcnn_folder, load_table
 
 
@@ -84,7 +84,7 @@ def _children() -> set[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_parallel_loading_leaves_no_worker_processes(table, monkeypatch):
     path, ids = table
-    monkeypatch.setattr(datasets, "_MIN_PARALLEL", 10)
+    monkeypatch.setattr(dataset_module, "_MIN_PARALLEL", 10)
     before = _children()
     data = load_table(path, target_cols="formation_energy_per_atom", nrows=30, n_jobs=2)
     assert len(data) == 30

@@ -30,7 +30,7 @@ def test_featurizing_modules_never_import_torch(module):
 def test_public_names_resolve_lazily():
     code = "import crysk\nassert crysk.CGCNNRegressor.__name__ == 'CGCNNRegressor'\nassert 'CGCNNRegressor' in dir(crysk)"
     assert {"torch", "skorch"} <= _loaded(code)
-    assert "torch" in _loaded("import crysk\ncrysk.transfer.load_checkpoint")
+    assert "torch" in _loaded("import crysk\ncrysk.checkpoints.load_checkpoint")
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         import crysk
 

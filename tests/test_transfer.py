@@ -9,7 +9,8 @@ import crysk
 from crysk import CGCNNRegressor, CheckpointError, CrystalGraphFeaturizer
 from crysk.estimators import SaveBestCheckpoint
 from crysk.targets import TanhScaler
-from crysk.transfer import load_checkpoint, read_weights, resolve_freeze
+from crysk.checkpoints import load_checkpoint, read_weights
+from crysk.transfer import resolve_freeze
 
 BASE = dict(atom_fea_len=16, n_conv=3, h_fea_len=32, batch_size=32, max_epochs=2, random_state=0)
 ORACLE = {

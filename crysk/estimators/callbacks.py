@@ -9,18 +9,37 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, LRScheduler
 
 __all__ = [
     "ValidMAE",
     "RestoreBestWeights",
     "SaveBestCheckpoint",
+    "NetMultiStepLR",
     "StopOnNonFinite",
     "NonFiniteLossError",
     "ResumeSchedule",
     "ResumeState",
     "read_resume_state",
 ]
+
+
+class NetMultiStepLR(LRScheduler):
+    """skorch's ``MultiStepLR`` schedule with the milestones and factor read from the estimator.
+
+    The crysk estimators list this callback among their defaults, and
+    skorch builds the default callbacks whenever ``get_params`` runs, so it
+    must not read the estimator's parameters when built: it takes
+    ``lr_milestones`` and ``gamma`` from the estimator when training starts
+    (``fit`` has checked them by then).
+    """
+
+    def __init__(self):
+        super().__init__(policy="MultiStepLR")
+
+    def _get_scheduler(self, net, policy, **scheduler_kwargs):
+        milestones = [] if net.lr_milestones is None else [int(m) for m in net.lr_milestones]
+        return super()._get_scheduler(net, policy, milestones=milestones, gamma=net.gamma, **scheduler_kwargs)
 
 
 class ValidMAE(Callback):
@@ -95,6 +114,7 @@ class SaveBestCheckpoint(Callback):
     Parameters
     ----------
     path : str or os.PathLike
+        The checkpoint file (replaced atomically at each improvement).
     monitor : str or None, default="auto"
         History key that is True on an improving epoch: ``"auto"`` takes the
         estimator's own (validation MAE for regressors, validation loss for
@@ -222,7 +242,7 @@ def read_resume_state(net, path) -> ResumeState:
         If the file is not a crysk checkpoint of this estimator class with
         its graph settings, or does not record its epoch.
     """
-    from ..transfer import CheckpointError, read_weights
+    from ..checkpoints import CheckpointError, read_weights
 
     source = read_weights(path)
     ckpt = source.checkpoint or {}

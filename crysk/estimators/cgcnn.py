@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..nn import CGCNN
-from .base import CrystalNetRegressor, register_estimator
+from .registry import register_estimator
+from .regressor import CrystalNetRegressor
 
 __all__ = ["CGCNNRegressor"]
 
@@ -39,11 +40,15 @@ class CGCNNRegressor(CrystalNetRegressor):
     momentum : float, default=0.9
         SGD momentum.
     weight_decay : float, default=0.0
+        L2 penalty the optimiser applies to the weights.
     lr_milestones : sequence of int, default=(100,)
         Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
+        Factor applied to the learning rate at each of ``lr_milestones``.
     batch_size : int, default=256
+        Crystals per training step (-1: all of them).
     max_epochs : int, default=100
+        Epochs per ``fit`` (0 only initialises the network).
     validation_fraction : float or None, default=0.2
         Share of the training crystals held out to pick the best epoch
         (lowest validation MAE); its weights are restored after training.
@@ -67,7 +72,7 @@ class CGCNNRegressor(CrystalNetRegressor):
         ``fc_out`` trains), or parameter-name prefixes/patterns. Batch-norm
         statistics inside frozen layers are frozen too.
     warm_start_strict : bool, default=False
-        Raise :class:`~crysk.transfer.CheckpointError` unless every tensor
+        Raise :class:`~crysk.CheckpointError` unless every tensor
         matches.
     warm_start_include : str or list of str, optional
         Which layers to take from ``warm_start_from``, in the language of
@@ -80,7 +85,16 @@ class CGCNNRegressor(CrystalNetRegressor):
         a fresh embedding.
     lr_transferred : float, optional
         Learning rate for the transferred tensors (``lr`` then applies to the
-        freshly initialised ones); by default all use ``lr``.
+        freshly initialised ones); by default all use ``lr``. Needs
+        ``warm_start_from``.
+    malloc_tuning : bool, default=True
+        On glibc Linux, keep freed memory inside the process while a CPU fit
+        runs, so the large per-edge tensors are not page-faulted afresh at
+        every step (figures in ``benchmarks/RESULTS.md``); malloc's
+        start-up settings are restored and the memory handed back when the
+        fit ends (see :func:`crysk._malloc.malloc_tuning`). False leaves
+        malloc alone, e.g. when other threads of a service allocate during
+        a fit.
     n_jobs : int, optional
         Processes for featurizing structures.
     n_threads : int, optional
@@ -126,6 +140,8 @@ class CGCNNRegressor(CrystalNetRegressor):
     (3,)
     """
 
+    _default_module = CGCNN
+
     def __init__(
         self,
         atom_fea_len: int = 64,
@@ -150,14 +166,15 @@ class CGCNNRegressor(CrystalNetRegressor):
         warm_start_strict: bool = False,
         warm_start_include: Any = None,
         lr_transferred: float | None = None,
+        malloc_tuning: bool = True,
         n_jobs: int | None = None,
         n_threads: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
         verbose: int = 0,
-        **kwargs,
+        **kwargs: Any,
     ):
-        kwargs.setdefault("module", CGCNN)
+        kwargs.setdefault("module", self._default_module)
         super().__init__(
             radius=radius,
             max_num_nbr=max_num_nbr,
@@ -177,6 +194,7 @@ class CGCNNRegressor(CrystalNetRegressor):
             warm_start_strict=warm_start_strict,
             warm_start_include=warm_start_include,
             lr_transferred=lr_transferred,
+            malloc_tuning=malloc_tuning,
             n_jobs=n_jobs,
             n_threads=n_threads,
             device=device,

@@ -11,7 +11,9 @@ from skorch.callbacks import PassthroughScoring
 
 from ..nn import CrysAENet
 from ..nn.crysae import RECONSTRUCTION_TERMS
-from .base import CrystalNet, register_estimator
+from .._validation import check_number, check_option
+from .base import CrystalNet
+from .registry import register_estimator
 
 __all__ = ["CrysAE"]
 
@@ -20,7 +22,7 @@ _VALID_SEED = 20220043  # fixed non-edge draws, so validation losses compare acr
 
 
 @register_estimator
-class CrysAE(CrystalNet, TransformerMixin):
+class CrysAE(TransformerMixin, CrystalNet):
     """Crystal graph autoencoder for pretraining on unlabelled structures.
 
     Fits on structures alone (no targets): a CGCNN-style encoder (bias-free
@@ -51,18 +53,26 @@ class CrysAE(CrystalNet, TransformerMixin):
         Atom pairs per batch used for the pair terms (a random sample when a
         batch has more; ``None`` uses every pair).
     radius : float, default=8.0
+        Neighbour cut-off (Å), also the last Gaussian centre; graphs made with another radius are refused.
     max_num_nbr : int, default=12
         Neighbours per atom; also ``K``, the most edges a pair can have.
     lr : float, default=0.003
-        Adam's learning rate. The paper's 0.03 (optimizer unstated) made the
-        reconstruction diverge with Adam and with SGD here.
+        Adam's learning rate. Lower than the paper's 0.03 (whose optimiser
+        is unstated), at which the reconstruction diverges (see
+        ``benchmarks/RESULTS.md``).
     optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="adam"
     momentum : float, default=0.9
+        SGD's momentum (other optimisers have none).
     weight_decay : float, default=0.0
+        L2 penalty the optimiser applies to the weights.
     lr_milestones : sequence of int, default=(100,)
+        Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
+        Factor applied to the learning rate at each of ``lr_milestones``.
     batch_size : int, default=512
+        Crystals per training step (-1: all of them).
     max_epochs : int, default=200
+        Epochs per ``fit`` (0 only initialises the network).
     validation_fraction : float or None, default=0.1
         Held-out share whose total reconstruction loss picks the best epoch.
     warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred
@@ -72,13 +82,20 @@ class CrysAE(CrystalNet, TransformerMixin):
         binary loss, this decoder's layer of that name with a cross-entropy
         per atomic property, so it starts fresh (listed as skipped in
         ``transfer_report_``).
+    malloc_tuning : bool, default=True
+        Keep freed memory in the process during a CPU fit; as for
+        :class:`~crysk.CGCNNRegressor`.
     n_jobs : int, optional
+        Processes for featurizing structures (joblib semantics); CrystalGraphs need none.
     n_threads : int, optional
         Torch threads during ``fit`` and ``predict``, see
         :class:`~crysk.CGCNNRegressor` (default: the cores not busy with other work).
     device : str, default="cpu"
+        Torch device, e.g. ``"cuda"``; the training data moves there once.
     random_state : int, optional
+        Seed of the weights, the validation split and the shuffling; with a seed two CPU fits are identical.
     verbose : int, default=0
+        1 prints a table per epoch.
     **kwargs
         Other skorch ``NeuralNet`` arguments.
 
@@ -99,6 +116,8 @@ class CrysAE(CrystalNet, TransformerMixin):
     >>> ae.transform(X[:2]).shape
     (2, 64)
     """
+
+    _default_module = CrysAENet
 
     def __init__(
         self,
@@ -127,14 +146,15 @@ class CrysAE(CrystalNet, TransformerMixin):
         warm_start_strict: bool = False,
         warm_start_include: Any = None,
         lr_transferred: float | None = None,
+        malloc_tuning: bool = True,
         n_jobs: int | None = None,
         n_threads: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
         verbose: int = 0,
-        **kwargs,
+        **kwargs: Any,
     ):
-        kwargs.setdefault("module", CrysAENet)
+        kwargs.setdefault("module", self._default_module)
         super().__init__(
             radius=radius,
             max_num_nbr=max_num_nbr,
@@ -152,6 +172,7 @@ class CrysAE(CrystalNet, TransformerMixin):
             warm_start_strict=warm_start_strict,
             warm_start_include=warm_start_include,
             lr_transferred=lr_transferred,
+            malloc_tuning=malloc_tuning,
             n_jobs=n_jobs,
             n_threads=n_threads,
             device=device,
@@ -179,18 +200,22 @@ class CrysAE(CrystalNet, TransformerMixin):
             "radius": self.radius,
         }
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if self.reconstruct not in ("all", *RECONSTRUCTION_TERMS):
-            raise ValueError(f"reconstruct must be 'all', 'global' or 'local', got {self.reconstruct!r}")
+    def _check_params(self, fit_params: dict[str, Any] | None = None) -> None:
+        super()._check_params(fit_params)
+        if self.criterion is not None:
+            raise ValueError(
+                "CrysAE trains on its reconstruction losses, so criterion= is not used; weigh the terms "
+                "with node_weight/edge_weight/count_weight/length_weight instead"
+            )
+        check_option("reconstruct", self.reconstruct, ["all", *RECONSTRUCTION_TERMS])
         for term in _TERMS:
-            w = getattr(self, f"{term}_weight")
-            if not (isinstance(w, (int, float)) and w >= 0):
-                raise ValueError(f"{term}_weight must be a non-negative number, got {w!r}")
+            check_number(f"{term}_weight", getattr(self, f"{term}_weight"), low=0)
         if not self._terms():
             raise ValueError(f"every reconstruction term selected by reconstruct={self.reconstruct!r} has weight 0")
-        if self.max_pairs is not None and (not isinstance(self.max_pairs, int) or self.max_pairs < 1):
-            raise ValueError(f"max_pairs must be a positive integer or None, got {self.max_pairs!r}")
+        check_number("max_pairs", self.max_pairs, integer=True, low=1, allow_none=True)
+
+    def _fit_param_names(self) -> tuple[str, ...]:
+        return ("X_valid", "resume_from")
 
     def _terms(self) -> tuple[str, ...]:
         """The reconstruction terms that train (selected and with a non-zero weight)."""
@@ -206,10 +231,22 @@ class CrysAE(CrystalNet, TransformerMixin):
 
     # ------------------------------------------------------------------ training
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Weighted sum of the reconstruction terms for the batch ``X``; each term is logged."""
+        """Weighted sum of the reconstruction terms for the batch ``X``; each term is logged.
+
+        Parameters
+        ----------
+        y_pred : torch.Tensor or tuple
+            The module's output for the batch.
+        y_true : torch.Tensor or None
+            Scaled targets of the batch (None for CrysAE).
+        X : GraphBatch
+            The batch.
+        training : bool
+            Whether this is a training step.
+        """
         z = y_pred[0]
         if training:
-            generator = self.sampling_rng_
+            generator = self._sampling_rng
         else:
             generator = torch.Generator().manual_seed(_VALID_SEED)
         terms = self._terms()
@@ -225,38 +262,62 @@ class CrysAE(CrystalNet, TransformerMixin):
         Parameters
         ----------
         X : collection of structures, or CrystalGraphs
+            The crystals: anything :class:`~crysk.CrystalGraphFeaturizer` accepts, or CrystalGraphs.
         y : ignored
             Accepted for Pipeline compatibility.
         **fit_params
             ``X_valid``: explicit validation structures instead of splitting
-            ``validation_fraction`` off ``X``. ``resume_from``: continue an
-            interrupted fit from its checkpoint (see
-            :meth:`CGCNNRegressor.fit <crysk.CGCNNRegressor.fit>`).
+            ``validation_fraction`` off ``X``.
 
         Returns
         -------
         self
         """
-        self._check_params()
-        X_valid = fit_params.pop("X_valid", None)
-        resume_from = fit_params.pop("resume_from", None)
-        if fit_params:
-            raise TypeError(f"unexpected fit parameters: {sorted(fit_params)}")
+        self._check_params(fit_params)
         graphs = self._as_graphs(X)
         if len(graphs) == 0:
             raise ValueError("got no crystals to fit")
-        self.fit_validation_ = None if X_valid is None else (self._as_graphs(X_valid), None)
-        self.shuffle_rng_ = np.random.default_rng(int(self._seeds()[2]))
-        self.sampling_rng_ = torch.Generator().manual_seed(int(self._seeds()[2]) + 1)
+        self.graph_settings_ = self.graph_settings
         self.best_epoch_ = None
-        self._train(graphs, None, resume_from)
-        return self
+        # skorch's fit: initialize(), then partial_fit (which featurizes X_valid)
+        return super().fit(graphs, None, **fit_params)
 
-    def partial_fit(self, X, y=None, classes=None, **fit_params):
-        """Continue training on ``X`` (see :meth:`fit`)."""
-        if not getattr(self, "initialized_", False) or not hasattr(self, "sampling_rng_"):
-            return self.fit(X, **fit_params)
-        return super().partial_fit(self._as_graphs(X), None, **fit_params)
+    def initialize(self) -> "CrysAE":
+        """Build the network and optimiser, and seed the shuffling and the non-edge sampling.
+
+        Returns
+        -------
+        self
+        """
+        self._sampling_rng = torch.Generator().manual_seed(int(self._seeds()[2]) + 1)
+        return super().initialize()
+
+    def partial_fit(self, X: Any, y: Any = None, classes: Any = None, **fit_params: Any) -> "CrysAE":
+        """Train for ``max_epochs`` more epochs on ``X``, continuing from the current weights.
+
+        The learning-rate schedule, history, optimiser state and random
+        streams continue. On an unfitted estimator this is :meth:`fit`.
+
+        Parameters
+        ----------
+        X : collection of structures, or CrystalGraphs
+            The crystals to train on.
+        y : ignored
+            Accepted for Pipeline compatibility.
+        classes : None
+            Unused (scikit-learn's signature for classifiers).
+        **fit_params
+            ``X_valid``: an explicit validation set.
+
+        Returns
+        -------
+        self
+        """
+        if not getattr(self, "initialized_", False) or not hasattr(self, "graph_settings_"):
+            return self.fit(X, **{k: v for k, v in fit_params.items() if k != "_routing_method"})
+        if fit_params.get("X_valid") is not None:
+            fit_params["X_valid"] = self._as_graphs(fit_params["X_valid"])
+        return super().partial_fit(self._as_graphs(X), None, classes, **fit_params)
 
     # ------------------------------------------------------------------ using the encoder
     def _batches(self, X: Any):
@@ -274,6 +335,7 @@ class CrysAE(CrystalNet, TransformerMixin):
         Parameters
         ----------
         X : collection of structures, or CrystalGraphs
+            The crystals: anything :class:`~crysk.CrystalGraphFeaturizer` accepts, or CrystalGraphs.
 
         Returns
         -------
@@ -285,7 +347,13 @@ class CrysAE(CrystalNet, TransformerMixin):
         return np.concatenate(parts)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """Names of the embedding columns: ``crysae0`` to ``crysae{atom_fea_len-1}``."""
+        """Names of the embedding columns: ``crysae0`` to ``crysae{atom_fea_len-1}``.
+
+        Parameters
+        ----------
+        input_features : ignored
+            The names do not depend on the input.
+        """
         return np.array([f"crysae{i}" for i in range(self.atom_fea_len)], dtype=object)
 
     def reconstruction_loss(self, X: Any) -> dict[str, float]:
@@ -297,6 +365,7 @@ class CrysAE(CrystalNet, TransformerMixin):
         Parameters
         ----------
         X : collection of structures, or CrystalGraphs
+            The crystals: anything :class:`~crysk.CrystalGraphFeaturizer` accepts, or CrystalGraphs.
 
         Returns
         -------

@@ -9,7 +9,9 @@ import pandas as pd
 
 from ..elements import ATOMIC_PROPERTIES, cgcnn_feature_table, feature_names
 from ..nn import CrysXPPNet
-from .base import CrystalNetRegressor, register_estimator
+from .._validation import check_number, check_option
+from .registry import register_estimator
+from .regressor import CrystalNetRegressor
 
 __all__ = ["CrysXPPRegressor"]
 
@@ -63,13 +65,13 @@ class CrysXPPRegressor(CrystalNetRegressor):
         authors' published training code does: 92 times weaker at the same
         ``λ``.
     radius : float, default=8.0
-        Neighbour cut-off (Å) and last Gaussian centre of the edge features.
+        Neighbour cut-off (Å), also the last Gaussian centre; graphs made with another radius are refused.
     max_num_nbr : int, default=12
-        Nearest neighbours kept per atom.
+        Nearest neighbours per atom.
     lr : float, default=0.01
-        The paper's 0.03 (optimizer unstated) trained much worse with SGD
-        here (test MAE 0.87 vs 0.43 eV/atom on 400 formation energies, 15
-        epochs); 0.01 is CGCNN's.
+        Initial learning rate: CGCNN's, because the paper's 0.03 (whose
+        optimiser is unstated) trains much worse with SGD (the comparison
+        is in ``benchmarks/RESULTS.md``).
     optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
         The optimiser.
     momentum : float, default=0.9
@@ -93,17 +95,20 @@ class CrysXPPRegressor(CrystalNetRegressor):
     warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred
         As for :class:`~crysk.CGCNNRegressor`; the selector is
         ``"selector"`` for ``freeze``.
+    malloc_tuning : bool, default=True
+        Keep freed memory in the process during a CPU fit; as for
+        :class:`~crysk.CGCNNRegressor`.
     n_jobs : int, optional
-        Processes for featurizing structures.
+        Processes for featurizing structures (joblib semantics); CrystalGraphs need none.
     n_threads : int, optional
         Torch threads during ``fit`` and ``predict``, see
         :class:`~crysk.CGCNNRegressor` (default: the cores not busy with other work).
     device : str, default="cpu"
-        Torch device, e.g. ``"cuda"``.
+        Torch device, e.g. ``"cuda"``; the training data moves there once.
     random_state : int, optional
-        Seed for weights, validation split and shuffling.
+        Seed of the weights, the validation split and the shuffling; with a seed two CPU fits are identical.
     verbose : int, default=0
-        1 prints a line per epoch.
+        1 prints a table per epoch.
     **kwargs
         Other skorch ``NeuralNet`` arguments.
 
@@ -128,6 +133,8 @@ class CrysXPPRegressor(CrystalNetRegressor):
     >>> list(model.feature_importances_.index[:2])
     ['Group number', 'Period number']
     """
+
+    _default_module = CrysXPPNet
 
     def __init__(
         self,
@@ -157,14 +164,15 @@ class CrysXPPRegressor(CrystalNetRegressor):
         warm_start_strict: bool = False,
         warm_start_include: Any = None,
         lr_transferred: float | None = None,
+        malloc_tuning: bool = True,
         n_jobs: int | None = None,
         n_threads: int | None = None,
         device: str = "cpu",
         random_state: int | None = None,
         verbose: int = 0,
-        **kwargs,
+        **kwargs: Any,
     ):
-        kwargs.setdefault("module", CrysXPPNet)
+        kwargs.setdefault("module", self._default_module)
         super().__init__(
             radius=radius,
             max_num_nbr=max_num_nbr,
@@ -184,6 +192,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
             warm_start_strict=warm_start_strict,
             warm_start_include=warm_start_include,
             lr_transferred=lr_transferred,
+            malloc_tuning=malloc_tuning,
             n_jobs=n_jobs,
             n_threads=n_threads,
             device=device,
@@ -212,15 +221,25 @@ class CrysXPPRegressor(CrystalNetRegressor):
             "embedding_bias": bool(self.embedding_bias),
         }
 
-    def _check_params(self) -> None:
-        super()._check_params()
-        if not (isinstance(self.l1_penalty, (int, float)) and self.l1_penalty >= 0):
-            raise ValueError(f"l1_penalty must be a non-negative number, got {self.l1_penalty!r}")
-        if self.l1_reduction not in ("sum", "mean"):
-            raise ValueError(f"l1_reduction must be 'sum' or 'mean', got {self.l1_reduction!r}")
+    def _check_params(self, fit_params: dict[str, Any] | None = None) -> None:
+        super()._check_params(fit_params)
+        check_number("l1_penalty", self.l1_penalty, low=0)
+        check_option("l1_reduction", self.l1_reduction, ["sum", "mean"])
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Prediction loss, plus ``l1_penalty · |ζ|₁`` (or its mean, ``l1_reduction``) while training (eq. 10)."""
+        """Prediction loss, plus ``l1_penalty · |ζ|₁`` (or its mean, ``l1_reduction``) while training (eq. 10).
+
+        Parameters
+        ----------
+        y_pred : torch.Tensor or tuple
+            The module's output for the batch.
+        y_true : torch.Tensor or None
+            Scaled targets of the batch (None for CrysAE).
+        X : GraphBatch
+            The batch.
+        training : bool
+            Whether this is a training step.
+        """
         loss = super().get_loss(y_pred, y_true, X=X, training=training)
         if training and self.feature_selector and self.l1_penalty:
             loss = loss + self.l1_penalty * self.module_.penalty(self.l1_reduction)
@@ -302,6 +321,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
         Parameters
         ----------
         X : collection of structures, or CrystalGraphs
+            The crystals: anything :class:`~crysk.CrystalGraphFeaturizer` accepts, or CrystalGraphs.
 
         Returns
         -------

@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..graphs import CrystalGraphs, GraphTensors
-from ..nn.layers import release_workspace
+from typing import Any
 
-__all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator"]
+from ..graphs import CrystalGraphs, GraphTensors
+
+__all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator", "GraphDataMixin", "as_graph_dataset"]
 
 
 class GraphBatch:
@@ -25,6 +26,7 @@ class GraphBatch:
     Parameters
     ----------
     tensors : dict of torch.Tensor
+        The batch's tensors, as made by ``GraphTensors.batch``.
     """
 
     __slots__ = ("tensors",)
@@ -61,7 +63,13 @@ class GraphDataset(torch.utils.data.Dataset):
         return cls(graphs.to_tensors(device), y_t)
 
     def subset(self, indices: np.ndarray) -> "GraphDataset":
-        """The rows ``indices`` (positions within this dataset)."""
+        """The rows ``indices`` (positions within this dataset).
+
+        Parameters
+        ----------
+        indices : numpy.ndarray of int
+            Positions within this dataset.
+        """
         return GraphDataset(self.tensors, self.y, self.indices[np.asarray(indices, dtype=np.int64)])
 
     def __len__(self) -> int:
@@ -71,7 +79,13 @@ class GraphDataset(torch.utils.data.Dataset):
         return self.batch(np.atleast_1d(i))
 
     def batch(self, positions: np.ndarray) -> tuple[GraphBatch, torch.Tensor | None]:
-        """Gather the crystals at ``positions`` (within this dataset) and their targets."""
+        """Gather the crystals at ``positions`` (within this dataset) and their targets.
+
+        Parameters
+        ----------
+        positions : numpy.ndarray of int
+            Positions within this dataset.
+        """
         rows = self.indices[positions]
         xb = GraphBatch(self.tensors.batch(rows))
         yb = None
@@ -88,8 +102,11 @@ class GraphBatchIterator:
     Parameters
     ----------
     dataset : GraphDataset
+        The crystals to iterate over.
     batch_size : int
+        Crystals per batch (the last batch may be smaller).
     shuffle : bool, default=False
+        Draw a new order for every pass (training) or keep the dataset's order.
     generator : numpy.random.Generator, optional
         Source of the shuffling order (for repeatable runs).
     """
@@ -108,5 +125,154 @@ class GraphBatchIterator:
         order = self.generator.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
             yield self.dataset.batch(order[start : start + self.batch_size])
-        # the model keeps per-edge buffers from step to step; a finished epoch (or fit) holds none
-        release_workspace()
+
+
+def as_graph_dataset(dataset) -> GraphDataset:
+    """A :class:`GraphDataset` for ``dataset``, which may be a torch ``Subset`` of one.
+
+    skorch's ``train_split`` helpers (``ValidSplit``, ``predefined_split``)
+    return ``torch.utils.data.Subset`` objects; batching needs the rows.
+
+    Parameters
+    ----------
+    dataset : GraphDataset or torch.utils.data.Subset
+        What skorch or a ``train_split`` hands over.
+
+    Returns
+    -------
+    GraphDataset
+
+    Raises
+    ------
+    TypeError
+        For any other dataset.
+    """
+    if isinstance(dataset, GraphDataset):
+        return dataset
+    if isinstance(dataset, torch.utils.data.Subset):
+        return as_graph_dataset(dataset.dataset).subset(np.asarray(dataset.indices, dtype=np.int64))
+    raise TypeError(
+        f"crysk estimators train on GraphDataset objects (made by get_dataset), got {type(dataset).__name__}; "
+        "a train_split must return subsets of the dataset it is given"
+    )
+
+
+class GraphDataMixin:
+    """skorch's data hooks for packed crystal graphs (put it before ``NeuralNet`` in the bases).
+
+    Datasets are device-resident :class:`GraphDataset` objects, batches are
+    gathered from them (training batches in a seeded order), and the
+    validation set comes from the fit parameters, ``train_split`` or
+    ``validation_fraction``. The host class provides ``_shuffle_rng`` (set in
+    ``initialize``), ``_seeds()`` and the skorch/crysk parameters read here.
+    """
+
+    def get_dataset(self, X: Any, y: Any = None) -> GraphDataset:
+        """Wrap graphs (already featurized) into a device-resident dataset.
+
+        Parameters
+        ----------
+        X : CrystalGraphs or GraphDataset
+            Featurized crystals (or an already built dataset, returned as is).
+        y : numpy.ndarray, optional
+            Scaled targets.
+
+        Returns
+        -------
+        GraphDataset
+        """
+        if isinstance(X, GraphDataset):
+            return X
+        return GraphDataset.from_graphs(X, y, self.device)
+
+    def get_split_datasets(
+        self, X: Any, y: Any = None, X_valid: Any = None, y_valid: Any = None, **fit_params: Any
+    ) -> tuple[GraphDataset, GraphDataset | None]:
+        """Training and validation datasets.
+
+        The validation set is, in this order: ``X_valid``/``y_valid`` given to
+        ``fit`` or ``partial_fit``; what ``train_split`` returns, if set;
+        else a seeded ``validation_fraction`` of ``X``.
+
+        Parameters
+        ----------
+        X : CrystalGraphs or GraphDataset
+            Featurized crystals (or an already built dataset).
+        y : numpy.ndarray, optional
+            Scaled targets.
+        X_valid : CrystalGraphs or GraphDataset, optional
+            Featurized validation crystals given to ``fit``/``partial_fit``.
+        y_valid : numpy.ndarray, optional
+            Scaled validation targets.
+        **fit_params
+            Passed to ``train_split``.
+
+        Returns
+        -------
+        dataset_train, dataset_valid : GraphDataset, GraphDataset or None
+        """
+        dataset = self.get_dataset(X, y)
+        if X_valid is not None:
+            return dataset, self.get_dataset(X_valid, y_valid)
+        if self.train_split is not None:
+            fit_params.pop("_routing_method", None)
+            train, valid = self.train_split(dataset, y, **fit_params)
+            return as_graph_dataset(train), None if valid is None else as_graph_dataset(valid)
+        vf = self.validation_fraction
+        n = len(dataset)
+        n_valid = int(round(n * vf)) if vf else 0
+        if n_valid == 0:
+            return dataset, None
+        if n - n_valid < 1:
+            raise ValueError(f"validation_fraction={vf} leaves no training crystals out of {n}")
+        order = np.random.default_rng(int(self._seeds()[1])).permutation(n)
+        return dataset.subset(np.sort(order[n_valid:])), dataset.subset(np.sort(order[:n_valid]))
+
+    def get_iterator(self, dataset: Any, training: bool = False) -> GraphBatchIterator:
+        """Batches gathered on the device; training batches are shuffled with the seeded RNG.
+
+        Parameters
+        ----------
+        dataset : GraphDataset (or a torch ``Subset`` of one)
+            The crystals to iterate over.
+        training : bool, default=False
+            Shuffle with the seeded generator (training) or keep the order.
+
+        Returns
+        -------
+        GraphBatchIterator
+        """
+        dataset = as_graph_dataset(dataset)
+        batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
+        if training:
+            return GraphBatchIterator(dataset, batch_size, shuffle=True, generator=self._shuffle_rng)
+        return GraphBatchIterator(dataset, batch_size, shuffle=False)
+
+    def infer(self, x: Any, **fit_params: Any) -> Any:
+        """Run the module on a :class:`GraphBatch`.
+
+        Parameters
+        ----------
+        x : GraphBatch
+            One batch of crystals.
+        **fit_params
+            The validation set (``X_valid``/``y_valid``) travels with skorch's
+            fit parameters and is not the module's business.
+
+        Returns
+        -------
+        torch.Tensor or tuple of torch.Tensor
+        """
+        if isinstance(x, GraphBatch):
+            return self.module_(**x.tensors)
+        return super().infer(x, **fit_params)
+
+    def check_data(self, X: Any, y: Any) -> None:
+        """Nothing to do: ``fit`` checks inputs and targets before featurizing.
+
+        Parameters
+        ----------
+        X, y : ignored
+            Ignored.
+        """
+

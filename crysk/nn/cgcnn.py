@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..elements import cgcnn_feature_table
-from .layers import ConvLayer, GaussianExpansion, mean_pool, release_workspace
+from .layers import ConvLayer, GaussianExpansion, mean_pool
+from .workspace import Workspace
 
 __all__ = ["GraphEncoder", "CGCNN"]
 
@@ -23,7 +24,9 @@ class GraphEncoder(nn.Module):
     Parameters
     ----------
     atom_fea_len : int, default=64
+        Width of the atom embeddings.
     n_conv : int, default=3
+        Number of gated graph convolutions.
     radius : float, default=8.0
         Last Gaussian centre (Å); CGCNN uses the neighbour cut-off.
     step : float, default=0.2
@@ -47,6 +50,8 @@ class GraphEncoder(nn.Module):
         self.gaussian = GaussianExpansion(0.0, radius, step)
         self.embedding = nn.Linear(table.shape[1], atom_fea_len, bias=embedding_bias)
         self.convs = nn.ModuleList([ConvLayer(atom_fea_len, self.gaussian.n_features) for _ in range(n_conv)])
+        # this model's per-edge training buffers (not state: copies and pickles start empty)
+        self.workspace = Workspace()
 
     #: BatchNorm submodules kept in eval mode (their statistics frozen), by name
     frozen_norms: tuple[str, ...] = ()
@@ -56,16 +61,38 @@ class GraphEncoder(nn.Module):
 
         skorch switches the module to train mode at every step; frozen layers
         must not update their running statistics.
+
+        Parameters
+        ----------
+        mode : bool, default=True
+            Training (True) or evaluation (False) mode.
         """
         super().train(mode)
         for name in self.frozen_norms:
             self.get_submodule(name).eval()
         if not mode:
-            release_workspace()  # training's per-edge buffers are not needed to predict
+            self.release_workspace()  # training's per-edge buffers are not needed to predict
         return self
 
+    def release_workspace(self) -> None:
+        """Free the per-edge buffers this model keeps from one CPU training step to the next.
+
+        They hold about ``(n_conv + 2.5) x n_edges x 2 * atom_fea_len``
+        floats for the largest batch seen. Switching to eval mode releases
+        them, and so do the estimators at the end of each epoch.
+        """
+        workspace = getattr(self, "workspace", None)  # models pickled before workspaces were per model lack one
+        if workspace is not None:
+            workspace.clear()
+
     def atom_features(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """The 92-dimensional element features of each atom."""
+        """The 92-dimensional element features of each atom.
+
+        Parameters
+        ----------
+        atomic_numbers : torch.Tensor of shape (n_atoms,)
+            Atomic number of every atom of the batch.
+        """
         return self.element_table.index_select(0, atomic_numbers)
 
     def encode(
@@ -75,11 +102,24 @@ class GraphEncoder(nn.Module):
         edge_dst: torch.Tensor,
         distances: torch.Tensor,
     ) -> torch.Tensor:
-        """Atom embeddings after the convolutions, ``(n_atoms, atom_fea_len)``."""
+        """Atom embeddings after the convolutions, ``(n_atoms, atom_fea_len)``.
+
+        Parameters
+        ----------
+        atom_features : torch.Tensor of shape (n_atoms, 92)
+            Element features of every atom.
+        edge_src : torch.Tensor of shape (n_edges,)
+            Centre atom of each edge.
+        edge_dst : torch.Tensor of shape (n_edges,)
+            Neighbour atom of each edge.
+        distances : torch.Tensor of shape (n_edges,)
+            Edge lengths (Å).
+        """
         h = self.embedding(atom_features)
-        edge_fea = self.gaussian(distances)
+        workspace = getattr(self, "workspace", None)
+        edge_fea = self.gaussian(distances, workspace)
         for conv in self.convs:
-            h = conv(h, edge_fea, edge_src, edge_dst)
+            h = conv(h, edge_fea, edge_src, edge_dst, workspace)
         return h
 
 
@@ -94,13 +134,21 @@ class CGCNN(GraphEncoder):
     Parameters
     ----------
     atom_fea_len : int, default=64
+        Width of the atom embeddings.
     n_conv : int, default=3
+        Number of gated graph convolutions.
     h_fea_len : int, default=128
+        Width of the hidden layer(s) of the head.
     n_h : int, default=1
+        Number of hidden layers of the head.
     n_out : int, default=1
+        Number of outputs (targets).
     radius : float, default=8.0
+        Last Gaussian centre (Å).
     step : float, default=0.2
+        Spacing and width of the Gaussians (Å).
     embedding_bias : bool, default=True
+        Whether the element embedding has a bias (CGCNN's has, CrysAE's has not).
     """
 
     def __init__(
@@ -122,7 +170,13 @@ class CGCNN(GraphEncoder):
         self.fc_out = nn.Linear(h_fea_len, n_out)
 
     def head(self, crystal_fea: torch.Tensor) -> torch.Tensor:
-        """Map pooled crystal features to the outputs."""
+        """Map pooled crystal features to the outputs.
+
+        Parameters
+        ----------
+        crystal_fea : torch.Tensor of shape (n_crystals, atom_fea_len)
+            Pooled crystal features.
+        """
         h = F.softplus(self.conv_to_fc(F.softplus(crystal_fea)))
         for fc in getattr(self, "fcs", ()):
             h = F.softplus(fc(h))
@@ -137,6 +191,22 @@ class CGCNN(GraphEncoder):
         crystal_index: torch.Tensor,
         n_atoms: torch.Tensor,
     ) -> torch.Tensor:
-        """Predict ``(n_crystals, n_out)`` outputs for a batch (see ``GraphTensors.batch``)."""
+        """Predict ``(n_crystals, n_out)`` outputs for a batch (see ``GraphTensors.batch``).
+
+        Parameters
+        ----------
+        atomic_numbers : torch.Tensor of shape (n_atoms,)
+            Atomic number of every atom of the batch.
+        edge_src : torch.Tensor of shape (n_edges,)
+            Centre atom of each edge.
+        edge_dst : torch.Tensor of shape (n_edges,)
+            Neighbour atom of each edge.
+        distances : torch.Tensor of shape (n_edges,)
+            Edge lengths (Å).
+        crystal_index : torch.Tensor of shape (n_atoms,)
+            Crystal of each atom.
+        n_atoms : torch.Tensor of shape (n_crystals,)
+            Atoms per crystal.
+        """
         h = self.encode(self.atom_features(atomic_numbers), edge_src, edge_dst, distances)
         return self.head(mean_pool(h, crystal_index, n_atoms))

@@ -45,8 +45,12 @@ def bilinear(x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, bias: tor
     Parameters
     ----------
     x1, x2 : torch.Tensor of shape (n, d1), (n, d2)
+        Second inputs, one row per pair.
+        First inputs, one row per pair.
     weight : torch.Tensor of shape (out, d1, d2)
+        The bilinear form, one ``(in1, in2)`` matrix per output.
     bias : torch.Tensor of shape (out,) or None
+        Added to each output (None: no bias).
 
     Returns
     -------
@@ -67,6 +71,7 @@ def pair_structure(edge_src: torch.Tensor, edge_dst: torch.Tensor, n_atoms_total
         Edges in batch-global atom numbering, sorted by source and, per
         source, by length (as :class:`~crysk.graphs.CrystalGraphs` stores them).
     n_atoms_total : int
+        Number of atoms in the batch.
 
     Returns
     -------
@@ -110,6 +115,7 @@ class CrysAENet(GraphEncoder):
     atom_fea_len : int, default=64
         Width of the atom embeddings ``z``.
     n_conv : int, default=3
+        Number of gated graph convolutions.
     max_count : int, default=12
         ``K``: most edges one pair can have (the neighbour count).
     pair_fea_len : int, default=6
@@ -117,7 +123,9 @@ class CrysAENet(GraphEncoder):
     length_hidden : int, default=32
         Hidden width of the bond-length network ``γₛ``.
     radius : float, default=8.0
+        Last Gaussian centre (Å).
     step : float, default=0.2
+        Spacing and width of the Gaussians (Å).
     """
 
     def __init__(
@@ -153,7 +161,23 @@ class CrysAENet(GraphEncoder):
         crystal_index: torch.Tensor,
         n_atoms: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Atom embeddings ``z`` and their per-crystal means (the crystal embeddings)."""
+        """Atom embeddings ``z`` and their per-crystal means (the crystal embeddings).
+
+        Parameters
+        ----------
+        atomic_numbers : torch.Tensor of shape (n_atoms,)
+            Atomic number of every atom of the batch.
+        edge_src : torch.Tensor of shape (n_edges,)
+            Centre atom of each edge.
+        edge_dst : torch.Tensor of shape (n_edges,)
+            Neighbour atom of each edge.
+        distances : torch.Tensor of shape (n_edges,)
+            Edge lengths (Å).
+        crystal_index : torch.Tensor of shape (n_atoms,)
+            Crystal of each atom.
+        n_atoms : torch.Tensor of shape (n_crystals,)
+            Atoms per crystal.
+        """
         z = self.encode(self.atom_features(atomic_numbers), edge_src, edge_dst, distances)
         return z, mean_pool(z, crystal_index, n_atoms)
 

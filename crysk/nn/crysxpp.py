@@ -27,11 +27,23 @@ class FeatureSelector(nn.Module):
         self.weight = nn.Parameter(torch.ones(n_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Scale each feature dimension by its weight."""
+        """Scale each feature dimension by its weight.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n_atoms, n_features)
+            Element features.
+        """
         return x * self.weight
 
     def l1(self, reduction: str = "sum") -> torch.Tensor:
-        """``|ζ|₁`` (``reduction="sum"``, eq. 10) or its mean over the dimensions (``"mean"``)."""
+        """``|ζ|₁`` (``reduction="sum"``, eq. 10) or its mean over the dimensions (``"mean"``).
+
+        Parameters
+        ----------
+        reduction : {"sum", "mean"}, default="sum"
+            Sum (eq. 10) or mean over the dimensions.
+        """
         w = self.weight.abs()
         return w.mean() if reduction == "mean" else w.sum()
 
@@ -87,7 +99,13 @@ class CrysXPPNet(CGCNN):
             self.selector = FeatureSelector(self.element_table.shape[1])
 
     def atom_features(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """Element features of each atom, weighted by the selector."""
+        """Element features of each atom, weighted by the selector.
+
+        Parameters
+        ----------
+        atomic_numbers : torch.Tensor of shape (n_atoms,)
+            Atomic number of every atom of the batch.
+        """
         x = super().atom_features(atomic_numbers)
         selector = getattr(self, "selector", None)
         return x if selector is None else selector(x)

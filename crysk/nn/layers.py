@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from . import workspace as _workspace
+from .workspace import Workspace, new_empty
 
 __all__ = [
     "GaussianExpansion",
@@ -16,86 +18,7 @@ __all__ = [
     "batch_norm_gate",
     "mean_pool",
     "n_gaussians",
-    "release_workspace",
 ]
-
-
-def _storage_refs(t: torch.Tensor) -> int:
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
-
-
-_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
-
-
-class _Workspace:
-    """Per-edge buffers handed from one CPU training step to the next.
-
-    A training step needs about ``n_conv + 5`` tensors of ``n_edges`` rows
-    (tens of MB each). Freed to glibc's heap, whose mmap is off (see
-    ``crysk._malloc``), their blocks get split by the small allocations in
-    between, and as the number of edges changes from batch to batch no hole
-    fits the next large request: the heap grew to about twice the memory in
-    use. Handing the same few buffers to every step keeps the large blocks
-    out of the heap's churn.
-
-    A buffer is handed out again only when nothing but the workspace refers
-    to its memory, so a tensor saved for a backward pass that has not run
-    (or that may run again, with ``retain_graph``) is never overwritten;
-    when all fitting buffers are busy, a new one is made.
-    """
-
-    def __init__(self):
-        self._bases: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
-        self._lock = threading.Lock()
-        self.enabled = hasattr(torch._C, "_storage_Use_Count")
-
-    def empty(
-        self, rows: int, cols: int, like: torch.Tensor, dtype: torch.dtype | None = None, tag: int = 0
-    ) -> torch.Tensor:
-        """An uninitialised ``(rows, cols)`` tensor on ``like``'s device, of its dtype unless given.
-
-        Requests share buffers by ``(tag, cols, dtype)``; requests whose row
-        counts differ in kind (all edges, half of them) get different tags,
-        so that the larger kind does not take the smaller one's buffers.
-        """
-        dtype = like.dtype if dtype is None else dtype
-        if not self.enabled or like.device.type != "cpu" or _is_compiling():
-            # CUDA's caching allocator already reuses blocks
-            return like.new_empty((rows, cols), dtype=dtype)
-        key = (tag, cols, dtype)
-        with self._lock:
-            bases = self._bases.setdefault(key, [])
-            best = None
-            for base, idle in bases:
-                if len(base) >= rows and _storage_refs(base) == idle and (best is None or len(base) < len(best)):
-                    best = base
-            if best is None:
-                # idle buffers too small for this request have been outgrown by the batches
-                bases[:] = [(b, idle) for b, idle in bases if len(b) >= rows or _storage_refs(b) != idle]
-                # rounded up to a power of two, so that larger batches fit too: pages never written
-                # are never resident, so the spare rows cost address space, not memory
-                best = like.new_empty((1 << max(rows - 1, 1).bit_length(), cols), dtype=dtype)
-                bases.append((best, _storage_refs(best)))
-            return best[:rows]
-
-    def clear(self) -> None:
-        """Drop the buffers; those in use stay alive until their users let go."""
-        with self._lock:
-            self._bases.clear()
-
-
-_WORKSPACE = _Workspace()
-
-
-def release_workspace() -> None:
-    """Free the per-edge buffers that CPU training keeps from one step to the next.
-
-    They hold about ``(n_conv + 2.5) x n_edges x 2 * atom_fea_len`` floats
-    for the largest batch seen. Switching a :class:`~crysk.nn.GraphEncoder` to
-    eval mode releases them, and so does the end of each epoch in the
-    estimators.
-    """
-    _WORKSPACE.clear()
 
 
 class _Gate(torch.autograd.Function):
@@ -130,7 +53,13 @@ def _gate_backward(g: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
-    """CGCNN's edge gate: ``sigmoid(x[:, :d]) * softplus(x[:, d:])`` with ``d = x.shape[1] // 2``."""
+    """CGCNN's edge gate: ``sigmoid(x[:, :d]) * softplus(x[:, d:])`` with ``d = x.shape[1] // 2``.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n_edges, 2 * d)
+        Gate and core pre-activations, side by side.
+    """
     return _Gate.apply(x)
 
 
@@ -170,7 +99,12 @@ class _BatchNormGate(torch.autograd.Function):
 def _fusable(bn: nn.BatchNorm1d) -> bool:
     """Whether ``bn`` normalises with batch statistics under autograd (the memory-saving paths)."""
     return (
-        bn.training and torch.is_grad_enabled() and bn.affine and bn.track_running_stats and bn.momentum is not None
+        _workspace.USE_PRIVATE_APIS  # read at each call: tests switch it
+        and bn.training
+        and torch.is_grad_enabled()
+        and bn.affine
+        and bn.track_running_stats
+        and bn.momentum is not None
     )
 
 
@@ -200,11 +134,11 @@ class _EdgeConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, centre, nbr, edge_fea, w_edge, edge_src, edge_dst, weight, bias, running_mean, running_var,
-                momentum, eps):
+                momentum, eps, workspace):
         n_edges, width = len(edge_src), centre.shape[1]
-        z = torch.index_select(centre, 0, edge_src, out=_WORKSPACE.empty(n_edges, width, centre))
+        z = torch.index_select(centre, 0, edge_src, out=new_empty(workspace, n_edges, width, centre))
         z.addmm_(edge_fea, w_edge)
-        g = torch.index_select(nbr, 0, edge_dst, out=_WORKSPACE.empty(n_edges, width, centre))
+        g = torch.index_select(nbr, 0, edge_dst, out=new_empty(workspace, n_edges, width, centre))
         z.add_(g)
         mean, invstd = z.new_empty(0), z.new_empty(0)
         torch.ops.aten.native_batch_norm.out(
@@ -212,29 +146,32 @@ class _EdgeConv(torch.autograd.Function):
         )
         f, c = g.chunk(2, dim=1)
         f.sigmoid_()
-        torch._C._nn.softplus(c, 1, 20, out=c)  # F.softplus's defaults
+        torch.ops.aten.softplus.out(c, 1, 20, out=c)  # F.softplus's defaults, in place
         # index_add_ is several times faster from a contiguous source than from the half-width view
-        messages = torch.mul(f, c, out=_WORKSPACE.empty(n_edges, width // 2, centre, tag=1))
+        messages = torch.mul(f, c, out=new_empty(workspace, n_edges, width // 2, centre, tag=1))
         summed = centre.new_zeros((centre.shape[0], width // 2)).index_add_(0, edge_src, messages)
         ctx.save_for_backward(z, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd)
         ctx.eps = eps
+        ctx.workspace = workspace
         return summed
 
     @staticmethod
     def backward(ctx, grad):
         z, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd = ctx.saved_tensors
+        workspace = ctx.workspace
         n_edges, width = z.shape
         needs = ctx.needs_input_grad
         scale = invstd * weight
-        dy = torch.addcmul(bias - mean * scale, z, scale, out=_WORKSPACE.empty(n_edges, width, z))
+        dy = torch.addcmul(bias - mean * scale, z, scale, out=new_empty(workspace, n_edges, width, z))
         # the gate's backward, as autograd computes it for sigmoid(f) * softplus(c), in two halves: its two
         # temporaries then take as much memory as the message tensor of the forward pass
         half = (n_edges + 1) // 2
         for rows in (slice(0, half), slice(half, None)):
             f, c = dy[rows].chunk(2, dim=1)
-            m = torch.index_select(grad, 0, edge_src[rows], out=_WORKSPACE.empty(len(f), f.shape[1], z, tag=1))
+            m = torch.index_select(grad, 0, edge_src[rows], out=new_empty(workspace, len(f), f.shape[1], z, tag=1))
             s = f.sigmoid_()
-            m_sp = torch._C._nn.softplus(c, 1, 20, out=_WORKSPACE.empty(len(f), f.shape[1], z, tag=1)).mul_(m)
+            m_sp = torch.ops.aten.softplus.out(c, 1, 20, out=new_empty(workspace, len(f), f.shape[1], z, tag=1))
+            m_sp.mul_(m)
             torch.ops.aten.softplus_backward.grad_input(m.mul_(s), c, 1, 20, grad_input=c)
             torch.ops.aten.sigmoid_backward.grad_input(m_sp, s, grad_input=f)
             del m, m_sp
@@ -255,7 +192,7 @@ class _EdgeConv(torch.autograd.Function):
         grad_edge = grad_z.mm(w_edge.t()) if needs[2] else None
         grad_w_edge = edge_fea.t().mm(grad_z) if needs[3] else None
         return (grad_centre, grad_nbr, grad_edge, grad_w_edge, None, None, grad_weight, grad_bias,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 def batch_norm_gate(z: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
@@ -264,7 +201,9 @@ def batch_norm_gate(z: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
     Parameters
     ----------
     z : torch.Tensor of shape (n_edges, 2 * d)
+        Pre-activations of the edges.
     bn : torch.nn.BatchNorm1d
+        The batch norm applied before the gate.
 
     Returns
     -------
@@ -277,7 +216,17 @@ def batch_norm_gate(z: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
 
 
 def n_gaussians(dmax: float, step: float = 0.2, dmin: float = 0.0) -> int:
-    """Number of Gaussian centres on ``[dmin, dmax]`` spaced by ``step`` (41 for 0-8 Å by 0.2 Å)."""
+    """Number of Gaussian centres on ``[dmin, dmax]`` spaced by ``step`` (41 for 0-8 Å by 0.2 Å).
+
+    Parameters
+    ----------
+    dmax : float
+        Last centre (Å).
+    step : float, default=0.2
+        Spacing (Å).
+    dmin : float, default=0.0
+        First centre (Å).
+    """
     return int(math.floor((dmax - dmin) / step + 1e-6)) + 1
 
 
@@ -308,14 +257,27 @@ class GaussianExpansion(nn.Module):
         """Number of Gaussians (the edge feature length)."""
         return len(self.centers)
 
-    def forward(self, distances: torch.Tensor) -> torch.Tensor:
-        """Expand ``(n_edges,)`` distances into ``(n_edges, n_features)``."""
+    def forward(self, distances: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
+        """Expand ``(n_edges,)`` distances into ``(n_edges, n_features)``.
+
+        Parameters
+        ----------
+        distances : torch.Tensor of shape (n_edges,)
+            Edge lengths (Å).
+        workspace : Workspace, optional
+            Where a training step takes its output buffer (the model's own).
+
+        Returns
+        -------
+        torch.Tensor of shape (n_edges, n_features)
+            The expanded distances.
+        """
         if distances.requires_grad and torch.is_grad_enabled():
             diff = distances.unsqueeze(-1) - self.centers
             return torch.exp(-(diff * diff) * self.inv_var2)
         if self.training:
             dtype = torch.result_type(distances, self.centers)
-            out = _WORKSPACE.empty(len(distances), len(self.centers), self.centers, dtype)
+            out = new_empty(workspace, len(distances), len(self.centers), self.centers, dtype)
             diff = torch.sub(distances.unsqueeze(-1), self.centers, out=out)
         else:
             diff = distances.unsqueeze(-1) - self.centers
@@ -352,9 +314,31 @@ class ConvLayer(nn.Module):
         self.bn2 = nn.BatchNorm1d(atom_fea_len)
 
     def forward(
-        self, atom_fea: torch.Tensor, edge_fea: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor
+        self,
+        atom_fea: torch.Tensor,
+        edge_fea: torch.Tensor,
+        edge_src: torch.Tensor,
+        edge_dst: torch.Tensor,
+        workspace: Workspace | None = None,
     ) -> torch.Tensor:
-        """Update ``(n_atoms, atom_fea_len)`` atom features along the edges ``src -> dst``."""
+        """Update ``(n_atoms, atom_fea_len)`` atom features along the edges ``src -> dst``.
+
+        Parameters
+        ----------
+        atom_fea : torch.Tensor of shape (n_atoms, atom_fea_len)
+            Atom features.
+        edge_fea : torch.Tensor of shape (n_edges, nbr_fea_len)
+            Edge features (expanded distances).
+        edge_src, edge_dst : torch.Tensor of shape (n_edges,)
+            Centre and neighbour atom of each edge.
+        workspace : Workspace, optional
+            Where a training step takes its per-edge buffers (the model's own).
+
+        Returns
+        -------
+        torch.Tensor of shape (n_atoms, atom_fea_len)
+            The updated atom features.
+        """
         f = self.atom_fea_len
         w = self.fc_full.weight
         # one product per atom for both atom parts: [:, :2f] centre atom (+ bias), [:, 2f:] neighbour
@@ -366,7 +350,7 @@ class ConvLayer(nn.Module):
             bn.num_batches_tracked.add_(1)
             summed = _EdgeConv.apply(
                 centre, nbr, edge_fea, w[:, 2 * f :].t(), edge_src, edge_dst,
-                bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps,
+                bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, workspace,
             )
         else:
             # accumulate in place: each per-edge temporary costs a full pass over memory
@@ -383,9 +367,11 @@ def mean_pool(atom_fea: torch.Tensor, crystal_index: torch.Tensor, n_atoms: torc
     Parameters
     ----------
     atom_fea : torch.Tensor of shape (n_atoms_total, d)
+        Features of every atom of the batch.
     crystal_index : torch.Tensor of shape (n_atoms_total,)
         Crystal of each atom.
     n_atoms : torch.Tensor of shape (n_crystals,)
+        Number of atoms of each crystal.
 
     Returns
     -------

@@ -1,41 +1,26 @@
-"""Input coercion and validation: the one place crysk parses crystal inputs.
-
-Everything that accepts crystals (the featurizer, the estimators, the dataset
-loaders) goes through :func:`as_structure`, so every input format and every
-validation rule lives here.
-"""
+"""Coercion of every input form into a validated pymatgen Structure (as_structure and friends)."""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import re
 import sys
+import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pymatgen.core import Structure
 
-from .elements import MAX_ATOMIC_NUMBER
+from ..elements import MAX_ATOMIC_NUMBER
+from .errors import CrystalInputError, MIN_DISTANCE
+from .cif import _gemmi_cif_arrays, _looks_like_cif
 
-__all__ = [
-    "CrystalInputError",
-    "as_structure",
-    "as_structure_list",
-    "as_sequence",
-    "atomic_numbers",
-    "describe",
-    "too_close_error",
-    "MIN_DISTANCE",
-    "MIN_PLANE_SPACING",
-    "MAX_CELL_VOLUME",
-]
+__all__ = ["as_structure", "as_structure_list", "as_sequence", "atomic_numbers", "too_close_error", "quiet_warnings"]
 
-#: Two atoms closer than this (in Å) are taken as a broken structure.
-MIN_DISTANCE = 0.5
 #: Smallest spacing between lattice planes (Å) of an accepted cell. A reduced cell with planes
 #: closer than this would put an atom this close to its own image; an unreduced one must be
 #: reduced first, since neighbour searches over such a cell need millions of periodic images.
@@ -45,164 +30,27 @@ MIN_PLANE_SPACING = 0.5
 MAX_CELL_VOLUME = 1e8
 
 
-class CrystalInputError(ValueError):
-    """A crystal input that crysk cannot use.
+@contextlib.contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """Silence warnings (pymatgen's coordinate snapping, missing element data) in the main thread.
 
-    The message names the structure (its position in the input and, when
-    known, its id) and says what to change.
+    ``warnings.catch_warnings`` swaps the process-wide filter list and puts
+    it back on exit; two threads doing that at once can leave the filters
+    of one installed for good. Only the main thread silences; in other
+    threads (a threading joblib backend, a web server's workers) the block
+    runs with the filters as they are, so warnings may show but no state
+    is corrupted.
 
-    Parameters
-    ----------
-    reason : str
-        What is wrong and what to do about it.
-    index : int, optional
-        Position of the structure in the input collection.
-    id : object, optional
-        Identifier of the structure (e.g. a Materials Project id).
+    Yields
+    ------
+    None
     """
-
-    def __init__(self, reason: str, index: int | None = None, id: Any = None):
-        self.reason = reason
-        self.index = index
-        self.id = id
-        super().__init__(f"{describe(index, id)}: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.reason, self.index, self.id))
-
-
-def describe(index: int | None = None, id: Any = None) -> str:
-    """Name a structure for an error message.
-
-    Parameters
-    ----------
-    index : int, optional
-        Position in the input.
-    id : object, optional
-        Identifier.
-
-    Returns
-    -------
-    str
-        e.g. ``"structure #3 (id 'mp-149')"``.
-    """
-    if index is None and id is None:
-        return "structure"
-    if id is None:
-        return f"structure #{index}"
-    if index is None:
-        return f"structure {id!r}"
-    return f"structure #{index} (id {id!r})"
-
-
-def _looks_like_cif(text: str) -> bool:
-    return "_cell_length_a" in text or text.lstrip().startswith("data_") or "\ndata_" in text
-
-
-#: CIF reader: "auto" (gemmi when installed, else pymatgen), "gemmi" or "pymatgen".
-#: Set the environment variable CRYSK_CIF_PARSER to choose.
-CIF_PARSER = os.environ.get("CRYSK_CIF_PARSER", "auto")
-_ELEMENT = re.compile(r"[A-Z][a-z]?")
-
-
-def _gemmi_cif_arrays(text: str):
-    """Parse CIF text with gemmi (C++, ~20x faster than pymatgen's parser).
-
-    Returns ``(symbols, lattice_parameters, frac_coords)`` of the full unit
-    cell, or ``None`` when gemmi is missing or the CIF needs pymatgen's
-    handling (several blocks, partial occupancy, unknown symbols), in which
-    case the caller falls back to pymatgen and its error messages.
-    """
-    if CIF_PARSER == "pymatgen":
-        return None
-    try:
-        import gemmi
-    except ImportError:
-        if CIF_PARSER == "gemmi":
-            raise
-        return None
-    try:
-        small = gemmi.make_small_structure_from_block(gemmi.cif.read_string(text).sole_block())
-    except Exception:
-        return None
-    if any(site.occ < 1 - 1e-6 for site in small.sites):
-        return None
-    if not _is_p1(small):
-        # pymatgen expands symmetry with its own arithmetic, site order and
-        # merging; only an identity-only CIF gives the same floats both ways,
-        # and the neighbour rule at distance ties depends on those exact bits
-        return None
-    sites = small.sites
-    symbols = []
-    for site in sites:
-        name = site.element.name
-        if name == "X":
-            match = _ELEMENT.match(site.type_symbol or site.label)
-            name = gemmi.Element(match.group()).name if match else "X"
-            if name == "X":
-                return None
-        symbols.append(name)
-    if not symbols:
-        return None
-    frac = _snap_thirds(np.array([site.fract.tolist() for site in sites], dtype=np.float64).reshape(-1, 3))
-    frac -= np.floor(frac)  # wrapped into [0, 1) as pymatgen's CifParser does
-    order = _pymatgen_site_order(symbols, [site.occ for site in sites])
-    if order is None:
-        return None
-    return [symbols[i] for i in order], small.cell.parameters, frac[order]
-
-
-def _pymatgen_site_order(symbols: list[str], occupancies: list[float]) -> np.ndarray | None:
-    """The order in which pymatgen's CIF parser lists these sites, or None.
-
-    pymatgen groups the sites by composition and then sorts them with
-    ``Structure.get_sorted_structure`` (a stable sort on electronegativity,
-    then on the species string), which for fully occupied single-element
-    sites is a stable sort on ``(X, symbol)``. Matching it matters where
-    neighbours are equally far away: the reference neighbour rule keeps them
-    in site order. Returns None (parse with pymatgen instead) for partial
-    occupancies or elements without an electronegativity, where that
-    shortcut is not exact.
-    """
-    if any(occ != 1.0 for occ in occupancies):
-        return None
-    x = {sym: _electronegativity(sym) for sym in set(symbols)}
-    if any(np.isnan(v) for v in x.values()):
-        return None
-    return np.array(sorted(range(len(symbols)), key=lambda i: (x[symbols[i]], symbols[i])), dtype=np.int64)
-
-
-@functools.lru_cache(maxsize=None)
-def _electronegativity(symbol: str) -> float:
-    from pymatgen.core import Element
-
-    # Element.X warns (and gives NaN) for elements without one, e.g. He
-    x = Element(symbol).data.get("X")
-    return float("nan") if x is None else float(x)
-
-
-def _is_p1(small) -> bool:
-    """Whether a gemmi small structure has the identity as its only symmetry operation."""
-    import gemmi
-
-    if small.symops:
-        identity = gemmi.Op("x,y,z")
-        return all(gemmi.Op(op) == identity for op in small.symops)
-    return small.spacegroup is not None and small.spacegroup.number == 1
-
-
-# pymatgen's CifParser replaces fractional coordinates within a relative 1e-4
-# of 1/3 or 2/3 by the exact value (its frac_tolerance); doing the same keeps
-# the coordinates bit-identical to pymatgen's
-_THIRDS = (1 / 3, 2 / 3)
-_FRAC_TOLERANCE = 1e-4
-
-
-def _snap_thirds(frac: np.ndarray) -> np.ndarray:
-    out = frac.copy()
-    for third in _THIRDS:
-        out[np.abs(frac / third - 1.0) <= _FRAC_TOLERANCE] = third
-    return out
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _parse_text(text: str, fmt: str | None, index, id) -> Structure:
@@ -217,10 +65,9 @@ def _parse_text(text: str, fmt: str | None, index, id) -> Structure:
             # Lattice.from_parameters orients the cell as pymatgen's CIF parser does
             return Structure(Lattice.from_parameters(*params), symbols, frac)
     try:
-        with warnings.catch_warnings():
-            # pymatgen warns when it snaps coordinates to special positions and
-            # when an element lacks some property; neither affects the graph.
-            warnings.simplefilter("ignore")
+        # pymatgen warns when it snaps coordinates to special positions and
+        # when an element lacks some property; neither affects the graph.
+        with quiet_warnings():
             if fmt == "cif":
                 from pymatgen.io.cif import CifParser
 
@@ -270,8 +117,7 @@ def _from_path(path: Path, index, id) -> Structure:
         with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
             return _parse_text(fh.read(), "cif", index, id if id is not None else path.name)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             return Structure.from_file(str(path))
     except Exception as exc:
         raise CrystalInputError(
@@ -367,6 +213,7 @@ def too_close_error(
     Parameters
     ----------
     s : Structure
+        The structure.
     i, j : int
         The two sites.
     distance : float
@@ -395,6 +242,7 @@ def atomic_numbers(s: Structure, index=None, id=None) -> np.ndarray:
     Parameters
     ----------
     s : Structure
+        The structure.
     index, id : optional
         Name of the structure for error messages.
 
