@@ -146,11 +146,12 @@ def _featurize(items: Sequence, ids: Sequence, featurizer_kwargs: dict, skip_bad
                 # the skipped structures are listed at the end, one per line
                 warnings.simplefilter("ignore")
                 try:
-                    parts.append(featurizer.transform(list(items[start:start + _CHUNK]),
-                                                      ids=list(ids[start:start + _CHUNK])))
+                    graphs, left_out = featurizer.transform_with_skipped(
+                        list(items[start:start + _CHUNK]), ids=list(ids[start:start + _CHUNK]))
                 except CrystalInputError as exc:
                     raise CLIError(f"{str(exc).rstrip('.')}. Use --skip-bad to leave out structures that cannot be used") from exc
-            skipped.extend(featurizer.skipped_)
+            parts.append(graphs)
+            skipped.extend(left_out)
             progress.update(min(_CHUNK, len(items) - start))
     finally:
         progress.close()
@@ -214,7 +215,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"featurized in {time.perf_counter() - t0:.1f} s: {graphs}")
 
     model = CGCNNRegressor(
-        atom_fea_len=32, h_fea_len=32, batch_size=32, max_epochs=args.epochs, lr_milestones=(int(0.8 * args.epochs),),
+        atom_fea_len=32, h_fea_len=32, batch_size=32, max_epochs=args.epochs, lr_milestones=(max(1, int(0.8 * args.epochs)),),
         random_state=0, verbose=0, callbacks=[("progress", _epoch_progress(args.epochs))] if args.progress or args.verbose else None,
     )
     t = time.perf_counter()
