@@ -155,6 +155,9 @@ class ResidualRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                     "structures indexed by id"
                 )
             lookup = b if isinstance(b, pd.Series) else pd.Series(dict(b), dtype=np.float64)
+            if lookup.index.has_duplicates:
+                dup = lookup.index[lookup.index.duplicated()].unique()[:3].tolist()
+                raise ValueError(f"the baseline has several values for ids {dup}; give one value per crystal id")
             missing = pd.Index(ids).difference(lookup.index)
             if len(missing):
                 raise ValueError(

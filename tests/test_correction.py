@@ -93,6 +93,9 @@ def test_bad_baselines_are_named():
         ResidualRegressor(LinearRegression(), baseline="e").fit(X, [1.0, 2.0])
     with pytest.raises(TypeError, match="must be a pandas DataFrame"):
         ResidualRegressor(LinearRegression(), baseline="dft").fit(np.ones((2, 1)), [1.0, 2.0])
+    twice = pd.Series([0.0, 1.0, 2.0], index=["a", "a", "b"])
+    with pytest.raises(ValueError, match=r"several values for ids \['a'\]"):
+        ResidualRegressor(LinearRegression(), baseline=twice).fit(pd.DataFrame({"x": [1.0]}, index=["a"]), [1.0])
     with pytest.raises(TypeError, match="baseline must be"):
         ResidualRegressor(LinearRegression(), baseline=3.0).fit(X, [1.0, 2.0])
 
