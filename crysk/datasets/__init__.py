@@ -16,10 +16,12 @@ from .dataset import Dataset
 from .cgcnn_folder import load_cgcnn_folder
 from .tables import load_table
 from .matbench import load_matbench
+from .experimental import load_experimental_formation_enthalpy
 
 __all__ = [
     "Dataset",
     "load_cgcnn_folder",
+    "load_experimental_formation_enthalpy",
     "load_matbench",
     "load_table",
 ]
