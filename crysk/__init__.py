@@ -43,7 +43,7 @@ _LAZY = {
 
 # submodules reachable as attributes (``crysk.transfer.load_checkpoint``), as with eager imports
 _SUBMODULES = {
-    "baselines", "checkpoints", "cli", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
+    "baselines", "checkpoints", "cli", "correction", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
     "graphs", "nn", "parallel", "plotting", "structures", "targets", "transfer",
 }
 
