@@ -282,8 +282,7 @@ _MODELS = {"cgcnn": "CGCNNRegressor", "crysxpp": "CrysXPPRegressor"}
 def _train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    import crysk
-    from .estimators import SaveBestCheckpoint
+    from .estimators import CGCNNRegressor, CrysXPPRegressor, SaveBestCheckpoint
 
     output = Path(args.output)
     partial = output.with_name(output.stem + ".partial" + output.suffix)
@@ -298,7 +297,7 @@ def _train(args: argparse.Namespace) -> int:
     complete = data.dropna()
     if len(complete) < len(data):
         print(f"crysk: left out {len(data) - len(complete)} records without a target value", file=sys.stderr)
-    cls = getattr(crysk, _MODELS[args.model])
+    cls = {"CGCNNRegressor": CGCNNRegressor, "CrysXPPRegressor": CrysXPPRegressor}[_MODELS[args.model]]
     params = {
         "radius": args.radius, "max_num_nbr": args.max_num_nbr, "n_jobs": args.n_jobs,
         "max_epochs": args.epochs, "random_state": args.random_state, "verbose": 0,
@@ -398,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
     """
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(prog="crysk", description="Crystal graph neural networks for scikit-learn.")
     parser.add_argument("--version", action="version", version=f"crysk {__version__}")
