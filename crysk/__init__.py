@@ -2,7 +2,7 @@
 
 from ._version import __version__
 
-from .estimators import CGCNNRegressor, CrysAE, CrysXPPRegressor
+from .estimators import CGCNNClassifier, CGCNNRegressor, CrysAE, CrysXPPRegressor
 from .featurizer import CrystalGraphFeaturizer
 from .graphs import CrystalGraphs, concatenate
 from .structures import CrystalInputError, as_structure
@@ -11,6 +11,7 @@ from .estimators import load
 
 __all__ = [
     "__version__",
+    "CGCNNClassifier",
     "CGCNNRegressor",
     "CrysAE",
     "CrysXPPRegressor",

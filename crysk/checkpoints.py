@@ -42,6 +42,7 @@ __all__ = [
     "load_checkpoint",
     "read_weights",
     "cgcnn_hyperparameters",
+    "cgcnn_task",
     "cgcnn_target_scaler_state",
     "scaler_state",
     "scaler_from_state",
@@ -130,6 +131,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError as exc:
         if "model.CrystalAE" in str(exc):
             return _load_released_crysae(path)
+        if re.search(r"GLOBAL numpy\.(_?core)\.multiarray\.scalar", str(exc)):
+            obj = _load_with_numpy_scalars(path)
+            return dict(obj)
         found = re.search(r"GLOBAL [\w.]+", str(exc))
         if found is None:
             raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_last_line(exc)}") from exc
@@ -165,6 +169,44 @@ class _StandInConvLayer(torch.nn.Module):
 
 # torch's allow-list of classes for weights_only loading is process-wide; crysk's own loads take turns
 _ALLOWLIST_LOCK = threading.Lock()
+
+
+def _numpy_scalar_globals() -> list:
+    """The globals that rebuild a pickled numpy float/int scalar, and nothing else.
+
+    A numpy scalar pickles as ``numpy.core.multiarray.scalar(dtype, bytes)``
+    (``numpy._core`` since numpy 2): that function, ``numpy.dtype`` and the
+    dtype classes of the plain numeric types. They build values, never run
+    code from the file.
+    """
+    from numpy._core.multiarray import scalar
+
+    dtypes = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.bool_]
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        *{type(np.dtype(t)) for t in dtypes},
+    ]
+
+
+def _load_with_numpy_scalars(path: Path) -> Mapping:
+    """Read a weights-only file that also holds numpy scalars (CGCNN's classifier stores its AUC as one)."""
+    try:
+        with _ALLOWLIST_LOCK, torch.serialization.safe_globals(_numpy_scalar_globals()):
+            obj = _torch_load(path)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL [\w.]+", str(exc))
+        raise CheckpointError(
+            f"{str(path)!r} holds pickled Python objects besides weights and numpy numbers "
+            f"({found.group(0) if found else _last_line(exc)}); crysk never runs code from a file: "
+            "re-save the model's state_dict"
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_first_line(exc)}") from exc
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dictionary")
+    return obj
 
 
 def _load_released_crysae(path: Path) -> dict:
@@ -220,6 +262,9 @@ class WeightSource:
         Source tensors that must not be loaded even where a target tensor has
         the same name and shape, with the reason (e.g. a layer trained for
         another loss than crysk's layer of that name).
+    task : {"regression", "classification"} or None
+        What the weights' output layer was trained for (None: no output
+        layer, or not known); a model for the other task does not take it.
     """
 
     state_dict: "OrderedDict[str, torch.Tensor]"
@@ -228,6 +273,7 @@ class WeightSource:
     description: str
     checkpoint: dict | None = None
     skipped: dict = field(default_factory=dict)
+    task: str | None = None
 
 
 def _cgcnn_settings() -> dict:
@@ -267,7 +313,13 @@ def read_weights(source: Any) -> WeightSource:
         if not getattr(source, "initialized_", False):
             raise CheckpointError(f"cannot warm-start from an unfitted {type(source).__name__}; fit it first")
         state = OrderedDict((k, v.detach().cpu().clone()) for k, v in source.module_.state_dict().items())
-        return WeightSource(state, "estimator", dict(source.graph_settings), f"a fitted {type(source).__name__}")
+        return WeightSource(
+            state,
+            "estimator",
+            dict(source.graph_settings),
+            f"a fitted {type(source).__name__}",
+            task=getattr(source, "_task", None),
+        )
     if hasattr(source, "fit") and hasattr(source, "get_params"):
         raise CheckpointError(f"cannot warm-start from an unfitted {type(source).__name__}; fit it first")
     if not isinstance(source, (str, os.PathLike)):
@@ -277,8 +329,15 @@ def read_weights(source: Any) -> WeightSource:
     ckpt = load_checkpoint(source)
     name = str(source)
     if ckpt.get("format") == FORMAT:
+        # classifiers store their classes, regressors their target scaler; CrysAE neither
+        task = "classification" if "classes" in ckpt else "regression" if "target_scaler" in ckpt else None
         return WeightSource(
-            OrderedDict(ckpt["state_dict"]), "crysk", dict(ckpt["graph_settings"]), f"crysk checkpoint {name!r}", ckpt
+            OrderedDict(ckpt["state_dict"]),
+            "crysk",
+            dict(ckpt["graph_settings"]),
+            f"crysk checkpoint {name!r}",
+            ckpt,
+            task=task,
         )
     if ckpt.get("format") == "crysae-released":
         return WeightSource(
@@ -292,10 +351,15 @@ def read_weights(source: Any) -> WeightSource:
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping) and "mask" in ckpt["state_dict"]:
         # the original CrysXPP predictor calls its feature selector `mask`; crysk's is `selector.weight`
         state = OrderedDict(("selector.weight" if k == "mask" else k, v) for k, v in ckpt["state_dict"].items())
-        return WeightSource(state, "crysxpp", _cgcnn_settings(), f"CrysXPP predictor {name!r}", ckpt)
+        return WeightSource(state, "crysxpp", _cgcnn_settings(), f"CrysXPP predictor {name!r}", ckpt, task="regression")
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
         return WeightSource(
-            OrderedDict(ckpt["state_dict"]), "cgcnn", _cgcnn_settings(), f"CGCNN checkpoint {name!r}", ckpt
+            OrderedDict(ckpt["state_dict"]),
+            "cgcnn",
+            _cgcnn_settings(),
+            f"CGCNN checkpoint {name!r}",
+            ckpt,
+            task=cgcnn_task(ckpt),
         )
     raise CheckpointError(
         f"{name!r} is not a crysk, CGCNN, CrysXPP or CrysAE checkpoint (keys: {sorted(ckpt)[:8]}); "
@@ -378,6 +442,25 @@ def cgcnn_hyperparameters(state_dict: Mapping[str, torch.Tensor]) -> dict[str, i
         "h_fea_len": int(state_dict["conv_to_fc.weight"].shape[0]),
         "n_h": fcs + 1,
     }
+
+
+def cgcnn_task(checkpoint: Mapping[str, Any]) -> str:
+    """Whether an original CGCNN checkpoint is a regression or a classification model.
+
+    Parameters
+    ----------
+    checkpoint : mapping
+        An original CGCNN checkpoint; its ``args`` (a dict) hold ``task``.
+
+    Returns
+    -------
+    str
+        ``"classification"`` or ``"regression"`` (the CGCNN code's default,
+        also when the file stores no ``args``).
+    """
+    args = checkpoint.get("args")
+    task = args.get("task") if isinstance(args, Mapping) else None
+    return "classification" if task == "classification" else "regression"
 
 
 def cgcnn_target_scaler_state(checkpoint: Mapping[str, Any]) -> dict:

@@ -1,8 +1,9 @@
 """scikit-learn estimators (skorch) of crysk, their shared machinery and the registry behind :func:`load`."""
 
 from .base import CrystalNet
+from .classifier import CrystalNetClassifier
 from .callbacks import SaveBestCheckpoint
-from .cgcnn import CGCNNRegressor
+from .cgcnn import CGCNNClassifier, CGCNNRegressor
 from .crysae import CrysAE
 from .crysxpp import CrysXPPRegressor
 from .registry import load, register_estimator
@@ -10,7 +11,9 @@ from .regressor import CrystalNetRegressor
 
 __all__ = [
     "CrystalNet",
+    "CrystalNetClassifier",
     "CrystalNetRegressor",
+    "CGCNNClassifier",
     "CGCNNRegressor",
     "CrysAE",
     "CrysXPPRegressor",

@@ -26,7 +26,7 @@ from .._validation import check_number, check_option
 from ..checkpoints import CheckpointError, crysk_payload, read_weights, save_checkpoint
 from ..featurizer import CrystalGraphFeaturizer, check_settings, graph_settings
 from ..graphs import CrystalGraphs
-from ..transfer import resolve_freeze, transfer_weights
+from ..transfer import resolve_freeze, transfer_weights, without_head
 from .callbacks import NetMultiStepLR, RestoreBestWeights
 from .data import GraphDataMixin
 from .params import ParamsMixin
@@ -219,6 +219,9 @@ random_state, verbose
         self.transfer_report_ = None
         if self.warm_start_from is not None:
             source = read_weights(self.warm_start_from)
+            task = getattr(self, "_task", None)
+            if source.task is not None and task is not None and source.task != task:
+                source = without_head(source, module, f"skipped: the output layer of a {source.task} model")
             self.transfer_report_ = transfer_weights(
                 module,
                 source,

@@ -92,6 +92,11 @@ class CrysXPPRegressor(CrystalNetRegressor):
         Prediction loss on scaled targets (eq. 10 writes the squared error).
     target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
         How targets are scaled for training; predictions are unscaled.
+    missing_targets : {"raise", "ignore"}, default="raise"
+        NaN in a 2-D ``y``: an error, or a target left out of the loss
+        for that crystal; as for :class:`~crysk.CGCNNRegressor`.
+    target_weights : array-like of shape (n_targets,), optional
+        Weight of each target in the loss; as for :class:`~crysk.CGCNNRegressor`.
     warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred
         As for :class:`~crysk.CGCNNRegressor`; the selector is
         ``"selector"`` for ``freeze``.
@@ -156,6 +161,8 @@ class CrysXPPRegressor(CrystalNetRegressor):
         validation_fraction: float | None = 0.1,
         loss: str = "mse",
         target_scaler: Any = "standard",
+        missing_targets: str = "raise",
+        target_weights: Any = None,
         warm_start_from: Any = None,
         freeze: Any = None,
         warm_start_strict: bool = False,
@@ -183,6 +190,8 @@ class CrysXPPRegressor(CrystalNetRegressor):
             validation_fraction=validation_fraction,
             loss=loss,
             target_scaler=target_scaler,
+            missing_targets=missing_targets,
+            target_weights=target_weights,
             warm_start_from=warm_start_from,
             freeze=freeze,
             warm_start_strict=warm_start_strict,

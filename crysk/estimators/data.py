@@ -58,8 +58,16 @@ class GraphDataset(torch.utils.data.Dataset):
 
     @classmethod
     def from_graphs(cls, graphs: CrystalGraphs, y: np.ndarray | None, device) -> "GraphDataset":
-        """Move graphs (and targets) to ``device`` once."""
-        y_t = None if y is None else torch.as_tensor(np.asarray(y, dtype=np.float32), device=device)
+        """Move graphs (and targets) to ``device`` once.
+
+        Integer targets (class indices) stay integers, as losses over classes
+        need; any other targets become float32.
+        """
+        y_t = None
+        if y is not None:
+            y = np.asarray(y)
+            dtype = np.int64 if np.issubdtype(y.dtype, np.integer) else np.float32
+            y_t = torch.as_tensor(y.astype(dtype, copy=False), device=device)
         return cls(graphs.to_tensors(device), y_t)
 
     def subset(self, indices: np.ndarray) -> "GraphDataset":
