@@ -126,24 +126,29 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        obj = _torch_load(path)
-    except pickle.UnpicklingError as exc:
-        if "model.CrystalAE" in str(exc):
-            return _load_released_crysae(path)
-        if re.search(r"GLOBAL numpy\.(_?core)\.multiarray\.scalar", str(exc)):
-            obj = _load_with_numpy_scalars(path)
-            return dict(obj)
-        found = re.search(r"GLOBAL [\w.]+", str(exc))
-        if found is None:
-            raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_last_line(exc)}") from exc
-        raise CheckpointError(
-            f"{str(path)!r} holds pickled Python objects, not just weights ({found.group(0)}). "
-            "crysk loads weights only and never runs code from a file: re-save the model's "
-            "state_dict (or use est.save_pretrained)"
-        ) from exc
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_first_line(exc)}") from exc
+    allowed: list = []
+    while True:
+        try:
+            with _ALLOWLIST_LOCK, torch.serialization.safe_globals(allowed):
+                obj = _torch_load(path)
+            break
+        except pickle.UnpicklingError as exc:
+            if "model.CrystalAE" in str(exc) and not allowed:
+                return _load_released_crysae(path)
+            if _NUMPY_SCALAR.search(str(exc)) and not allowed:
+                # CGCNN's classifier stores its best AUC as a numpy float64: allow what rebuilds a numpy number
+                allowed = _numpy_scalar_globals()
+                continue
+            found = re.search(r"GLOBAL [\w.]+", str(exc))
+            if found is None:
+                raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_last_line(exc)}") from exc
+            raise CheckpointError(
+                f"{str(path)!r} holds pickled Python objects, not just weights and numbers ({found.group(0)}). "
+                "crysk loads weights only and never runs code from a file: re-save the model's "
+                "state_dict (or use est.save_pretrained)"
+            ) from exc
+        except Exception as exc:
+            raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_first_line(exc)}") from exc
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dictionary")
     return dict(obj)
@@ -169,6 +174,7 @@ class _StandInConvLayer(torch.nn.Module):
 
 # torch's allow-list of classes for weights_only loading is process-wide; crysk's own loads take turns
 _ALLOWLIST_LOCK = threading.Lock()
+_NUMPY_SCALAR = re.compile(r"GLOBAL numpy\.(_?core)\.multiarray\.scalar\b")
 
 
 def _numpy_scalar_globals() -> list:
@@ -188,25 +194,6 @@ def _numpy_scalar_globals() -> list:
         np.dtype,
         *{type(np.dtype(t)) for t in dtypes},
     ]
-
-
-def _load_with_numpy_scalars(path: Path) -> Mapping:
-    """Read a weights-only file that also holds numpy scalars (CGCNN's classifier stores its AUC as one)."""
-    try:
-        with _ALLOWLIST_LOCK, torch.serialization.safe_globals(_numpy_scalar_globals()):
-            obj = _torch_load(path)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL [\w.]+", str(exc))
-        raise CheckpointError(
-            f"{str(path)!r} holds pickled Python objects besides weights and numpy numbers "
-            f"({found.group(0) if found else _last_line(exc)}); crysk never runs code from a file: "
-            "re-save the model's state_dict"
-        ) from exc
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_first_line(exc)}") from exc
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dictionary")
-    return obj
 
 
 def _load_released_crysae(path: Path) -> dict:

@@ -185,3 +185,14 @@ def test_numpy_scalars_are_allowed_but_nothing_else(tmp_path):
     torch.save({"state_dict": {}, "best": np.float64(0.5), "arr": np.arange(3)}, bad)
     with pytest.raises(crysk.CheckpointError, match="never runs code"):
         load_checkpoint(bad)
+
+
+def test_validation_split_is_stratified(graphs_labels):
+    g, _, y = graphs_labels
+    labels = np.where(np.argsort(np.argsort(y)) < 10, "rare", "common")  # 10 of 60
+    model = CGCNNClassifier(**TINY).fit(g, labels)
+    train, valid = model.get_split_datasets(g, model._encode_targets(labels, len(g), "y"))
+    assert len(valid) == 12 and len(train) == 48
+    counts = np.bincount(valid.y[torch.as_tensor(valid.indices)].numpy(), minlength=2)
+    assert counts.tolist() == [10, 2]  # classes_ = ["common", "rare"]: the 1:5 proportion of the whole set
+    assert sorted(np.concatenate([train.indices, valid.indices]).tolist()) == list(range(60))

@@ -274,8 +274,8 @@ class CGCNNClassifier(_CGCNNShape, CrystalNetClassifier):
     max_epochs : int, default=100
         Epochs per ``fit`` (0 only initialises the network).
     validation_fraction : float or None, default=0.2
-        Share of the training crystals held out (at random, not stratified)
-        to pick the best epoch: the lowest validation log-loss, unweighted
+        Share of the training crystals held out (stratified by class) to
+        pick the best epoch: the lowest validation log-loss, unweighted
         whatever ``class_weight`` says (the history also records
         ``valid_acc``). ``None`` or 0 trains on everything and keeps the
         last epoch.

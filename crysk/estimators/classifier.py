@@ -64,6 +64,8 @@ class CrystalNetClassifier(SupervisedNet, ClassifierMixin, NeuralNet):
 
     _monitor = "valid_log_loss_best"
     _task = "classification"
+    #: the validation_fraction split keeps the class proportions
+    _stratified_split = True
 
     def __init__(self, module: Any = None, *, class_weight: Any = None, **kwargs: Any):
         super().__init__(module, **kwargs)
@@ -147,8 +149,7 @@ class CrystalNetClassifier(SupervisedNet, ClassifierMixin, NeuralNet):
         numpy.ndarray of shape (n_crystals, n_classes)
             Columns in ``classes_`` order; every row sums to 1.
         """
-        logits = torch.as_tensor(self._network_outputs(X))
-        return torch.softmax(logits, dim=1).numpy()
+        return np.exp(self.predict_log_proba(X))
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Logarithms of the class probabilities (CGCNN's ``LogSoftmax`` output).
