@@ -51,6 +51,14 @@ def _predict(args: argparse.Namespace) -> int:
     from .estimators import load
 
     model = load(args.model)
+    if hasattr(model, "classes_"):
+        # a classifier: the label and each class's probability, as CGCNN's predict.py reports them
+        proba = model.predict_proba(args.structures)
+        labels = model.classes_[proba.argmax(axis=1)]
+        print("\t".join(["structure", "label", *(f"P({c})" for c in model.classes_)]))
+        for name, label, row in zip(args.structures, labels, proba):
+            print("\t".join([name, str(label), *(f"{p:.6g}" for p in row)]))
+        return 0
     pred = model.predict(args.structures)
     for name, value in zip(args.structures, pred):
         print(f"{name}\t{value}")
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--output", default="crysk-demo.pt", help="where to save the model")
     demo.add_argument("--verbose", type=int, default=0)
     demo.set_defaults(func=_demo)
-    pred = sub.add_parser("predict", help="predict with a saved model (crysk or original CGCNN checkpoint)")
+    pred = sub.add_parser("predict", help="predict with a saved model (crysk or original CGCNN checkpoint; classifiers print probabilities)")
     pred.add_argument("model", help="checkpoint file")
     pred.add_argument("structures", nargs="+", help="CIF/POSCAR files")
     pred.set_defaults(func=_predict)

@@ -160,8 +160,8 @@ class SaveBestCheckpoint(Callback):
         The checkpoint file (replaced atomically at each improvement).
     monitor : str or None, default="auto"
         History key that is True on an improving epoch: ``"auto"`` takes the
-        estimator's own (validation MAE for regressors, validation loss for
-        :class:`~crysk.CrysAE`). Without a validation set, use
+        estimator's own (validation MAE for regressors, validation log-loss
+        for classifiers, validation loss for :class:`~crysk.CrysAE`). Without a validation set, use
         ``monitor=None`` to save after every epoch.
     """
 
