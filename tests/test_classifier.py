@@ -171,7 +171,18 @@ def test_original_cgcnn_classifier_matches_predict_py(data_path):
     np.testing.assert_allclose(proba[:, 1], list(ORACLE.values()), atol=1e-4, rtol=0)
     np.testing.assert_allclose(np.exp(model.predict_log_proba([folder / "9012304.cif"]))[0, 1], 0.93518, atol=1e-4)
     # the original regression files stay regressors
-    assert isinstance(crysk.load(data_path / "checkpoints" / "cgcnn" / "formation-energy-per-atom.pth.tar"), CGCNNRegressor)
+    eform = data_path / "checkpoints" / "cgcnn" / "formation-energy-per-atom.pth.tar"
+    assert isinstance(crysk.load(eform), CGCNNRegressor)
+    # warm starts from the original files: the classifier whole into a classifier, only the encoder across tasks
+    cifs = [folder / f"{i}.cif" for i in ORACLE]
+    labels = (proba[:, 1] > 0.5).astype(int)
+    shape = dict(atom_fea_len=64, n_conv=4, h_fea_len=32, max_epochs=0, random_state=0)
+    assert CGCNNClassifier(**shape, warm_start_from=path).fit(cifs, labels).transfer_report_.complete
+    to_regressor = CGCNNRegressor(**shape, warm_start_from=path).fit(cifs, np.arange(10.0))
+    assert sorted(to_regressor.transfer_report_.initialized) == ["fc_out.bias", "fc_out.weight"]
+    assert "classification" in to_regressor.transfer_report_.reasons["fc_out.weight"]
+    from_eform = CGCNNClassifier(**shape, warm_start_from=eform).fit(cifs, labels)
+    assert "regression" in from_eform.transfer_report_.reasons["fc_out.weight"]
 
 
 def test_numpy_scalars_are_allowed_but_nothing_else(tmp_path):
