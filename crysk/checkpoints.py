@@ -4,7 +4,8 @@
   stores (weights, hyperparameters, featurizer settings, target scaler,
   best epoch) under ``format="crysk-checkpoint"``.
 * Writing, atomically, and reading with ``torch.load(weights_only=True)``:
-  no code from a file ever runs.
+  no code from a file ever runs (numpy scalars, which CGCNN's classifier
+  file holds, are rebuilt under a narrow allowlist of numpy globals).
 * The original CGCNN ``.pth.tar`` layout (its hyperparameters inferred from
   the tensor shapes, its normaliser as a target scaler) and the released
   CrysAE (CrysXPP) autoencoder, a pickled module rebuilt from inert stand-in
@@ -121,7 +122,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     ------
     CheckpointError
         If the file is missing, is not a torch file, or holds pickled Python
-        objects other than plain data and tensors.
+        objects other than plain data, numpy scalars and tensors.
     """
     path = Path(path)
     if not path.is_file():
@@ -381,7 +382,8 @@ def crysk_payload(
         The epoch whose weights these are.
     state : mapping
         Further fitted state of the estimator (e.g. ``target_scaler``,
-        ``n_outputs``, ``y_ndim`` for regressors).
+        ``n_outputs``, ``y_ndim`` for regressors; ``classes`` and
+        ``class_weight`` for classifiers).
 
     Returns
     -------

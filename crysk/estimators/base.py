@@ -5,8 +5,10 @@ warm starts and freezing, the optimiser and learning-rate schedule, the
 scoped malloc tuning and the checkpoint methods live here, so each model class
 only says which torch module to build. The scikit-learn parameter contract is
 :class:`~crysk.estimators.params.ParamsMixin`, the data hooks
-:class:`~crysk.estimators.data.GraphDataMixin`, targets
-:class:`~crysk.estimators.regressor.CrystalNetRegressor`.
+:class:`~crysk.estimators.data.GraphDataMixin`, training on targets
+:class:`~crysk.estimators.supervised.SupervisedNet`, with the targets'
+handling in :class:`~crysk.estimators.regressor.CrystalNetRegressor` and
+:class:`~crysk.estimators.classifier.CrystalNetClassifier`.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ class CrystalNet(ParamsMixin, GraphDataMixin, NeuralNet):
 
     Input handling (structures or ``CrystalGraphs``), repeatable seeding, the
     validation split, device-resident batching, warm starts, freezing and
-    the optimiser set-up. :class:`CrystalNetRegressor` adds targets;
-    :class:`~crysk.CrysAE` trains without them.
+    the optimiser set-up. :class:`CrystalNetRegressor` and
+    :class:`CrystalNetClassifier` add targets; :class:`~crysk.CrysAE`
+    trains without them.
 
     Parameters
     ----------
@@ -390,7 +393,8 @@ random_state, verbose
         ----------
         path : str or os.PathLike
             A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN
-            one, or for ``CrysXPPRegressor`` the CrysXPP authors'
+            regression one (for ``CGCNNClassifier`` a classification one),
+            or for ``CrysXPPRegressor`` the CrysXPP authors'
             ``model_best.pth.tar``.
         **params
             Hyperparameters to change after loading (e.g. ``device``).
