@@ -2,7 +2,7 @@
 
 from ._version import __version__
 
-from .estimators import CGCNNClassifier, CGCNNRegressor, CrysAE, CrysXPPRegressor
+from .estimators import CGCNNClassifier, CGCNNRegressor, CrysAE, CrysXPPClassifier, CrysXPPRegressor
 from .featurizer import CrystalGraphFeaturizer
 from .graphs import CrystalGraphs, concatenate
 from .structures import CrystalInputError, as_structure
@@ -14,6 +14,7 @@ __all__ = [
     "CGCNNClassifier",
     "CGCNNRegressor",
     "CrysAE",
+    "CrysXPPClassifier",
     "CrysXPPRegressor",
     "CheckpointError",
     "CrystalGraphFeaturizer",

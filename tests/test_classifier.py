@@ -207,3 +207,25 @@ def test_validation_split_is_stratified(graphs_labels):
     counts = np.bincount(valid.y[torch.as_tensor(valid.indices)].numpy(), minlength=2)
     assert counts.tolist() == [10, 2]  # classes_ = ["common", "rare"]: the 1:5 proportion of the whole set
     assert sorted(np.concatenate([train.indices, valid.indices]).tolist()) == list(range(60))
+
+
+def test_crysxpp_classifier_keeps_the_selector_and_explanations(graphs_labels, tmp_path):
+    from crysk import CrysAE, CrysXPPClassifier
+
+    g, low, _ = graphs_labels
+    y = np.where(low, "low", "high")
+    encoder = CrysAE(atom_fea_len=8, n_conv=1, batch_size=32, max_epochs=1, random_state=0).fit(g)
+    model = CrysXPPClassifier(**TINY, warm_start_from=encoder, class_weight="balanced").fit(g, y)
+    assert list(model.classes_) == ["high", "low"]
+    assert "convs.0.fc_full.weight" in model.transfer_report_.loaded
+    np.testing.assert_allclose(model.predict_proba(g[:5]).sum(axis=1), 1.0, atol=1e-12)
+    assert len(model.feature_importances_) == 9 and len(model.explain(g[:1]))
+    # the L1 term is added to the cross-entropy while training
+    xb, yb = model.get_dataset(g[:8], model._encode_targets(y[:8], 8, "y")).batch(np.arange(8))
+    pred = model.infer(xb)
+    plain = torch.nn.functional.cross_entropy(pred, yb, weight=model.criterion_.weight)
+    with_l1 = model.get_loss(pred, yb, X=xb, training=True)
+    assert torch.allclose(with_l1 - plain, model.l1_penalty * model.module_.penalty("sum"))
+    loaded = crysk.load(model.save_pretrained(tmp_path / "xpp.pt"))
+    assert isinstance(loaded, CrysXPPClassifier)
+    np.testing.assert_allclose(loaded.predict_proba(g[:5]), model.predict_proba(g[:5]), rtol=1e-6)

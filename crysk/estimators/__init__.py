@@ -5,7 +5,7 @@ from .classifier import CrystalNetClassifier
 from .callbacks import SaveBestCheckpoint
 from .cgcnn import CGCNNClassifier, CGCNNRegressor
 from .crysae import CrysAE
-from .crysxpp import CrysXPPRegressor
+from .crysxpp import CrysXPPClassifier, CrysXPPRegressor
 from .registry import load, register_estimator
 from .regressor import CrystalNetRegressor
 
@@ -16,6 +16,7 @@ __all__ = [
     "CGCNNClassifier",
     "CGCNNRegressor",
     "CrysAE",
+    "CrysXPPClassifier",
     "CrysXPPRegressor",
     "SaveBestCheckpoint",
     "load",
