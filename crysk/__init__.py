@@ -16,6 +16,8 @@ from ._version import __version__
 # public name -> submodule that defines it
 _LAZY = {
     "CGCNNRegressor": "estimators",
+    "CGCNNClassifier": "estimators",
+    "CrysXPPClassifier": "estimators",
     "CrysAE": "estimators",
     "CrysXPPRegressor": "estimators",
     "CheckpointError": "checkpoints",
@@ -52,7 +54,7 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .baselines import ElementDescriptor, SOAPKernelRidge, make_baseline
     from .datasets import Dataset, load_cgcnn_folder, load_matbench, load_table
-    from .estimators import CGCNNRegressor, CrysAE, CrysXPPRegressor
+    from .estimators import CGCNNClassifier, CGCNNRegressor, CrysAE, CrysXPPClassifier, CrysXPPRegressor
     from .evaluation import (
         RepeatedSubsample,
         compare,

@@ -4,7 +4,8 @@
   stores (weights, hyperparameters, featurizer settings, target scaler,
   best epoch) under ``format="crysk-checkpoint"``.
 * Writing, atomically, and reading with ``torch.load(weights_only=True)``:
-  no code from a file ever runs.
+  no code from a file ever runs (numpy scalars, which CGCNN's classifier
+  file holds, are rebuilt under a narrow allowlist of numpy globals).
 * The original CGCNN ``.pth.tar`` layout (its hyperparameters inferred from
   the tensor shapes, its normaliser as a target scaler) and the released
   CrysAE (CrysXPP) autoencoder, a pickled module rebuilt from inert stand-in
@@ -41,6 +42,7 @@ __all__ = [
     "load_checkpoint",
     "read_weights",
     "cgcnn_hyperparameters",
+    "cgcnn_task",
     "cgcnn_target_scaler_state",
     "scaler_state",
     "scaler_from_state",
@@ -112,7 +114,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     ------
     CheckpointError
         If the file is missing, is not a torch file, or holds pickled Python
-        objects other than plain data and tensors.
+        objects other than plain data, numpy scalars and tensors.
     """
     path = Path(path)
     if path.is_dir():
@@ -123,21 +125,29 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not_torch:
         # refuse before torch.load, whose errors on such files mislead ("pop from empty list")
         raise CheckpointError(f"{str(path)!r} is not a crysk checkpoint: {not_torch}")
-    try:
-        obj = _torch_load(path)
-    except pickle.UnpicklingError as exc:
-        if "model.CrystalAE" in str(exc):
-            return _load_released_crysae(path)
-        found = re.search(r"GLOBAL [\w.]+", str(exc))
-        if found is None:
-            raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_last_line(exc)}") from exc
-        raise CheckpointError(
-            f"{str(path)!r} holds pickled Python objects, not just weights ({found.group(0)}). "
-            "crysk loads weights only and never runs code from a file: re-save the model's "
-            "state_dict (or use est.save_pretrained)"
-        ) from exc
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_first_line(exc)}") from exc
+    allowed: list = []
+    while True:
+        try:
+            with _ALLOWLIST_LOCK, torch.serialization.safe_globals(allowed):
+                obj = _torch_load(path)
+            break
+        except pickle.UnpicklingError as exc:
+            if "model.CrystalAE" in str(exc) and not allowed:
+                return _load_released_crysae(path)
+            if _NUMPY_SCALAR.search(str(exc)) and not allowed:
+                # CGCNN's classifier stores its best AUC as a numpy float64: allow what rebuilds a numpy number
+                allowed = _numpy_scalar_globals()
+                continue
+            found = re.search(r"GLOBAL [\w.]+", str(exc))
+            if found is None:
+                raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_last_line(exc)}") from exc
+            raise CheckpointError(
+                f"{str(path)!r} holds pickled Python objects, not just weights and numbers ({found.group(0)}). "
+                "crysk loads weights only and never runs code from a file: re-save the model's "
+                "state_dict (or use est.save_pretrained)"
+            ) from exc
+        except Exception as exc:
+            raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {_first_line(exc)}") from exc
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dictionary")
     return dict(obj)
@@ -208,6 +218,26 @@ class _StandInConvLayer(torch.nn.Module):
 
 # torch's allow-list of classes for weights_only loading is process-wide; crysk's own loads take turns
 _ALLOWLIST_LOCK = threading.Lock()
+_NUMPY_SCALAR = re.compile(r"GLOBAL numpy\.(_?core)\.multiarray\.scalar\b")
+
+
+def _numpy_scalar_globals() -> list:
+    """The globals that rebuild a pickled numpy float/int scalar, and nothing else.
+
+    A numpy scalar pickles as ``numpy.core.multiarray.scalar(dtype, bytes)``
+    (``numpy._core`` since numpy 2): that function, ``numpy.dtype`` and the
+    dtype classes of the plain numeric types. They build values, never run
+    code from the file.
+    """
+    from numpy._core.multiarray import scalar
+
+    dtypes = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.bool_]
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        *{type(np.dtype(t)) for t in dtypes},
+    ]
 
 
 def _load_released_crysae(path: Path) -> dict:
@@ -263,6 +293,9 @@ class WeightSource:
         Source tensors that must not be loaded even where a target tensor has
         the same name and shape, with the reason (e.g. a layer trained for
         another loss than crysk's layer of that name).
+    task : {"regression", "classification"} or None
+        What the weights' output layer was trained for (None: no output
+        layer, or not known); a model for the other task does not take it.
     """
 
     state_dict: "OrderedDict[str, torch.Tensor]"
@@ -271,6 +304,7 @@ class WeightSource:
     description: str
     checkpoint: dict | None = None
     skipped: dict = field(default_factory=dict)
+    task: str | None = None
 
 
 def _cgcnn_settings() -> dict:
@@ -310,7 +344,13 @@ def read_weights(source: Any) -> WeightSource:
         if not getattr(source, "initialized_", False):
             raise CheckpointError(f"cannot warm-start from an unfitted {type(source).__name__}; fit it first")
         state = OrderedDict((k, v.detach().cpu().clone()) for k, v in source.module_.state_dict().items())
-        return WeightSource(state, "estimator", dict(source.graph_settings), f"a fitted {type(source).__name__}")
+        return WeightSource(
+            state,
+            "estimator",
+            dict(source.graph_settings),
+            f"a fitted {type(source).__name__}",
+            task=getattr(source, "_task", None),
+        )
     if hasattr(source, "fit") and hasattr(source, "get_params"):
         raise CheckpointError(f"cannot warm-start from an unfitted {type(source).__name__}; fit it first")
     if not isinstance(source, (str, os.PathLike)):
@@ -320,8 +360,15 @@ def read_weights(source: Any) -> WeightSource:
     ckpt = load_checkpoint(source)
     name = str(source)
     if ckpt.get("format") == FORMAT:
+        # classifiers store their classes, regressors their target scaler; CrysAE neither
+        task = "classification" if "classes" in ckpt else "regression" if "target_scaler" in ckpt else None
         return WeightSource(
-            OrderedDict(ckpt["state_dict"]), "crysk", dict(ckpt["graph_settings"]), f"crysk checkpoint {name!r}", ckpt
+            OrderedDict(ckpt["state_dict"]),
+            "crysk",
+            dict(ckpt["graph_settings"]),
+            f"crysk checkpoint {name!r}",
+            ckpt,
+            task=task,
         )
     if ckpt.get("format") == "crysae-released":
         return WeightSource(
@@ -335,10 +382,15 @@ def read_weights(source: Any) -> WeightSource:
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping) and "mask" in ckpt["state_dict"]:
         # the original CrysXPP predictor calls its feature selector `mask`; crysk's is `selector.weight`
         state = OrderedDict(("selector.weight" if k == "mask" else k, v) for k, v in ckpt["state_dict"].items())
-        return WeightSource(state, "crysxpp", _cgcnn_settings(), f"CrysXPP predictor {name!r}", ckpt)
+        return WeightSource(state, "crysxpp", _cgcnn_settings(), f"CrysXPP predictor {name!r}", ckpt, task="regression")
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
         return WeightSource(
-            OrderedDict(ckpt["state_dict"]), "cgcnn", _cgcnn_settings(), f"CGCNN checkpoint {name!r}", ckpt
+            OrderedDict(ckpt["state_dict"]),
+            "cgcnn",
+            _cgcnn_settings(),
+            f"CGCNN checkpoint {name!r}",
+            ckpt,
+            task=cgcnn_task(ckpt),
         )
     raise CheckpointError(
         f"{name!r} is not a crysk, CGCNN, CrysXPP or CrysAE checkpoint (keys: {sorted(ckpt)[:8]}); "
@@ -373,7 +425,8 @@ def crysk_payload(
         The epoch whose weights these are.
     state : mapping
         Further fitted state of the estimator (e.g. ``target_scaler``,
-        ``n_outputs``, ``y_ndim`` for regressors).
+        ``n_outputs``, ``y_ndim`` for regressors; ``classes`` and
+        ``class_weight`` for classifiers).
 
     Returns
     -------
@@ -421,6 +474,25 @@ def cgcnn_hyperparameters(state_dict: Mapping[str, torch.Tensor]) -> dict[str, i
         "h_fea_len": int(state_dict["conv_to_fc.weight"].shape[0]),
         "n_h": fcs + 1,
     }
+
+
+def cgcnn_task(checkpoint: Mapping[str, Any]) -> str:
+    """Whether an original CGCNN checkpoint is a regression or a classification model.
+
+    Parameters
+    ----------
+    checkpoint : mapping
+        An original CGCNN checkpoint; its ``args`` (a dict) hold ``task``.
+
+    Returns
+    -------
+    str
+        ``"classification"`` or ``"regression"`` (the CGCNN code's default,
+        also when the file stores no ``args``).
+    """
+    args = checkpoint.get("args")
+    task = args.get("task") if isinstance(args, Mapping) else None
+    return "classification" if task == "classification" else "regression"
 
 
 def cgcnn_target_scaler_state(checkpoint: Mapping[str, Any]) -> dict:

@@ -339,7 +339,8 @@ def _predict(args: argparse.Namespace) -> int:
     from .estimators import load
 
     model = load(args.model)
-    if not hasattr(model, "target_scaler_"):
+    is_classifier = hasattr(model, "classes_")
+    if not is_classifier and not hasattr(model, "target_scaler_"):
         raise CLIError(f"{args.model!r} holds a {type(model).__name__}, which makes no predictions; "
                        "use it as warm_start_from= of a regressor")
     if len(args.structures) == 1 and args.structures[0].endswith(".npz") and args.folder is None:
@@ -350,17 +351,27 @@ def _predict(args: argparse.Namespace) -> int:
         settings = {"radius": model.radius, "max_num_nbr": model.max_num_nbr, "n_jobs": args.n_jobs}
         graphs, _ = _featurize(files, files, settings, args.skip_bad)
         names = [str(i) for i in graphs.ids]
-    pred = np.asarray(model.predict(graphs))
-    pred2 = pred.reshape(len(pred), -1)
-    columns = ["prediction"] if pred2.shape[1] == 1 else [f"prediction_{j}" for j in range(pred2.shape[1])]
+    if is_classifier:
+        # the label and each class's probability, as CGCNN's predict.py reports them
+        proba = np.asarray(model.predict_proba(graphs))
+        labels = model.classes_[proba.argmax(axis=1)] if len(proba) else []
+        columns = ["label", *(f"P({c})" for c in model.classes_)]
+        rows = [[str(label), *(f"{p:.6g}" for p in row)] for label, row in zip(labels, proba)]
+    else:
+        pred = np.asarray(model.predict(graphs))
+        pred2 = pred.reshape(len(pred), -1)
+        columns = ["prediction"] if pred2.shape[1] == 1 else [f"prediction_{j}" for j in range(pred2.shape[1])]
+        rows = [[repr(float(v)) for v in row] for row in pred2]
     if args.output is None:
-        for name, row in zip(names, pred2):
-            print(name, *(repr(float(v)) for v in row), sep="\t")
+        if is_classifier:
+            print("structure", *columns, sep="\t")
+        for name, row in zip(names, rows):
+            print(name, *row, sep="\t")
     else:
         with open(args.output, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["id", *columns])
-            writer.writerows([name, *(repr(float(v)) for v in row)] for name, row in zip(names, pred2))
+            writer.writerows([name, *row] for name, row in zip(names, rows))
         print(f"wrote {len(names)} predictions to {args.output}", file=sys.stderr)
     return 0
 
@@ -457,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(train)
     train.set_defaults(func=_train)
 
-    pred = sub.add_parser("predict", help="predict with a saved model (crysk or original CGCNN checkpoint)",
+    pred = sub.add_parser("predict", help="predict with a saved model (crysk or original CGCNN checkpoint; classifiers print each class probability)",
                           description="Predict with a checkpoint; prints id<TAB>prediction lines, or writes a CSV "
                                       "with -o.")
     pred.add_argument("model", help="checkpoint file (crysk, or an original CGCNN .pth.tar)")

@@ -48,7 +48,8 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Targets to learn the mean and standard deviation from, one column per target.
+            Targets to learn the mean and standard deviation from, one
+            column per target; NaN (a missing target) is left out.
         y : ignored
             Ignored; accepted for Pipeline compatibility.
 
@@ -58,9 +59,12 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         if not self.scale > 0:
             raise ValueError(f"scale must be positive, got {self.scale!r}")
-        X = validate_data(self, X, dtype=np.float64)
-        self.mean_ = X.mean(axis=0)
-        std = X.std(axis=0)
+        # NaN marks a missing target (missing_targets="ignore"): each column's statistics use its present values
+        X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
+        if np.isnan(X).all(axis=0).any():
+            raise ValueError("a target column has no value (all NaN): drop it before fitting")
+        self.mean_ = np.nanmean(X, axis=0)
+        std = np.nanstd(X, axis=0)
         self.std_ = np.where(std > 0, std, 1.0)
         return self
 
@@ -70,15 +74,20 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Targets in original units.
+            Targets in original units (NaN stays NaN).
 
         Returns
         -------
         ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, X, dtype=np.float64, reset=False, ensure_all_finite="allow-nan")
         return 0.5 * (np.tanh(self.scale * (X - self.mean_) / self.std_) + 1.0)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN is a missing target, kept as NaN (like StandardScaler)
+        return tags
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         """Map values in (0, 1) back to the original units.

@@ -10,6 +10,7 @@ specifications into tensor names.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import re
@@ -23,7 +24,7 @@ from .featurizer import settings_differences
 
 logger = logging.getLogger("crysk")
 
-__all__ = ["TransferReport", "transfer_weights", "resolve_freeze", "resolve_tensors"]
+__all__ = ["TransferReport", "transfer_weights", "without_head", "resolve_freeze", "resolve_tensors"]
 
 # BatchNorm's counter is absent from old checkpoints and carries no knowledge
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
@@ -171,6 +172,31 @@ def transfer_weights(
             target[name].copy_(src.to(dtype=target[name].dtype))
     logger.info(report.summary())
     return report
+
+
+def without_head(source: WeightSource, module: torch.nn.Module, reason: str) -> WeightSource:
+    """``source`` with its output layer marked as skipped, so that only the encoder transfers.
+
+    A regression head and a classification head may have the same name and
+    shape (two targets, two classes) but mean different things.
+
+    Parameters
+    ----------
+    source : WeightSource
+        The weights to transfer.
+    module : torch.nn.Module
+        The target model (it names its last layer in ``module.output_layer``).
+    reason : str
+        Why, for the transfer report.
+
+    Returns
+    -------
+    WeightSource
+        A copy whose ``skipped`` also lists the output layer's tensors.
+    """
+    head = getattr(module, "output_layer", "fc_out")
+    skipped = {n: reason for n in source.state_dict if n == head or n.startswith(head + ".")}
+    return dataclasses.replace(source, skipped={**source.skipped, **skipped})
 
 
 # --------------------------------------------------------------------------- freezing

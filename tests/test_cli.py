@@ -142,3 +142,11 @@ def test_train_on_a_cgcnn_folder_and_resume(tmp_path, data_path):
     assert result.returncode == 0, result.stderr
     assert "on 30 structures" in result.stdout and model.is_file()
     one_error_line(crysk(*args, "--resume"), "--resume: no interrupted run")
+def test_predict_with_original_classifier_prints_probabilities(data_path, capsys):
+    folder = data_path / "sample_regression_cgcnn"
+    ckpt = data_path / "checkpoints" / "cgcnn" / "semi-metal-classification.pth.tar"
+    assert main(["predict", str(ckpt), str(folder / "9012304.cif")]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split("\t") == ["structure", "label", "P(0)", "P(1)"]
+    fields = row.split("\t")
+    assert fields[1] == "1" and abs(float(fields[3]) - 0.93518) < 1e-4  # CGCNN's predict.py

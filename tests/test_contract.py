@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import (
@@ -22,13 +22,13 @@ from sklearn.utils.estimator_checks import (
 from skorch.dataset import ValidSplit
 from skorch.helper import predefined_split
 
-from crysk import CGCNNRegressor, CrysAE, CrystalGraphFeaturizer, CrysXPPRegressor
+from crysk import CGCNNClassifier, CGCNNRegressor, CrysAE, CrystalGraphFeaturizer, CrysXPPClassifier, CrysXPPRegressor
 from crysk.baselines import ElementDescriptor, SOAPKernelRidge
 from crysk.evaluation import RepeatedSubsample, compare
 from crysk.targets import TanhScaler
 
 TINY = dict(atom_fea_len=8, n_conv=1, h_fea_len=8, batch_size=20, max_epochs=1, random_state=0)
-NETS = [CGCNNRegressor, CrysXPPRegressor, CrysAE]
+NETS = [CGCNNRegressor, CGCNNClassifier, CrysXPPRegressor, CrysXPPClassifier, CrysAE]
 STRUCTURE_ESTIMATORS = [*NETS, CrystalGraphFeaturizer, ElementDescriptor, SOAPKernelRidge]
 # skorch's NeuralNet.__init__ sets these fitted-looking attributes itself
 SKORCH_INIT_ATTRIBUTES = {"history_", "initialized_", "virtual_params_"}
@@ -38,6 +38,14 @@ def _tiny(cls, **params):
     if cls is CrysAE:
         return CrysAE(**{k: v for k, v in TINY.items() if k != "h_fea_len"}, **params)
     return cls(**TINY, **params)
+
+
+def _fit_args(cls, gy):
+    """What ``fit`` takes: graphs alone (CrysAE), with labels (classifiers) or with targets."""
+    g, y = gy
+    if cls is CrysAE:
+        return (g,)
+    return (g, y < np.median(y)) if is_classifier(cls()) else (g, y)
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +162,13 @@ def test_check_estimator_on_the_numeric_estimators():
 
 @pytest.mark.parametrize("cls", NETS)
 def test_fit_is_idempotent_and_clone_round_trips(cls, gy):
-    g, y = gy
+    g, _ = gy
     est = _tiny(cls)
-    args = (g,) if cls is CrysAE else (g, y)
-    out = (lambda e: e.transform(g[:10])) if cls is CrysAE else (lambda e: e.predict(g[:10]))
+    args = _fit_args(cls, gy)
+    if cls is CrysAE:
+        out = lambda e: e.transform(g[:10])  # noqa: E731
+    else:
+        out = (lambda e: e.predict_proba(g[:10])) if is_classifier(cls()) else (lambda e: e.predict(g[:10]))
     first = out(est.fit(*args))
     np.testing.assert_array_equal(out(est.fit(*args)), first)
     np.testing.assert_array_equal(out(clone(est).fit(*args)), first)
@@ -208,7 +219,7 @@ def test_train_split_is_honoured(gy):
 # ----------------------------------------------------------------------------- item 6
 @pytest.mark.parametrize("cls", NETS)
 def test_training_plumbing_is_private(cls, gy):
-    est = _tiny(cls).fit(*((gy[0],) if cls is CrysAE else gy))
+    est = _tiny(cls).fit(*_fit_args(cls, gy))
     for name in ("fit_validation_", "shuffle_rng_", "sampling_rng_"):
         assert not hasattr(est, name)
     assert not [k for k in est.get_params(deep=False) if k.startswith("_")]

@@ -2,17 +2,21 @@
 
 from .base import CrystalNet
 from .callbacks import NonFiniteLossError, SaveBestCheckpoint
-from .cgcnn import CGCNNRegressor
+from .cgcnn import CGCNNClassifier, CGCNNRegressor
+from .classifier import CrystalNetClassifier
 from .crysae import CrysAE
-from .crysxpp import CrysXPPRegressor
+from .crysxpp import CrysXPPClassifier, CrysXPPRegressor
 from .registry import load, register_estimator
 from .regressor import CrystalNetRegressor
 
 __all__ = [
     "CrystalNet",
+    "CrystalNetClassifier",
     "CrystalNetRegressor",
+    "CGCNNClassifier",
     "CGCNNRegressor",
     "CrysAE",
+    "CrysXPPClassifier",
     "CrysXPPRegressor",
     "SaveBestCheckpoint",
     "NonFiniteLossError",

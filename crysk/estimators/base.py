@@ -5,8 +5,10 @@ warm starts and freezing, the optimiser and learning-rate schedule, the
 scoped malloc tuning and the checkpoint methods live here, so each model class
 only says which torch module to build. The scikit-learn parameter contract is
 :class:`~crysk.estimators.params.ParamsMixin`, the data hooks
-:class:`~crysk.estimators.data.GraphDataMixin`, targets
-:class:`~crysk.estimators.regressor.CrystalNetRegressor`.
+:class:`~crysk.estimators.data.GraphDataMixin`, training on targets
+:class:`~crysk.estimators.supervised.SupervisedNet`, with the targets'
+handling in :class:`~crysk.estimators.regressor.CrystalNetRegressor` and
+:class:`~crysk.estimators.classifier.CrystalNetClassifier`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .._validation import check_number, check_option
 from ..checkpoints import CheckpointError, crysk_payload, read_weights, save_checkpoint
 from ..featurizer import CrystalGraphFeaturizer, check_settings, graph_settings
 from ..graphs import CrystalGraphs
-from ..transfer import resolve_freeze, transfer_weights
+from ..transfer import resolve_freeze, transfer_weights, without_head
 from .callbacks import NetMultiStepLR, RestoreBestWeights, ResumeSchedule, StopOnNonFinite, read_resume_state
 from .data import GraphDataMixin
 from .params import ParamsMixin
@@ -51,8 +53,9 @@ class CrystalNet(ParamsMixin, GraphDataMixin, NeuralNet):
 
     Input handling (structures or ``CrystalGraphs``), repeatable seeding, the
     validation split, device-resident batching, warm starts, freezing and
-    the optimiser set-up. :class:`CrystalNetRegressor` adds targets;
-    :class:`~crysk.CrysAE` trains without them.
+    the optimiser set-up. :class:`CrystalNetRegressor` and
+    :class:`CrystalNetClassifier` add targets; :class:`~crysk.CrysAE`
+    trains without them.
 
     Parameters
     ----------
@@ -225,6 +228,9 @@ random_state, verbose
         self.transfer_report_ = None
         if self.warm_start_from is not None:
             source = read_weights(self.warm_start_from)
+            task = getattr(self, "_task", None)
+            if source.task is not None and task is not None and source.task != task:
+                source = without_head(source, module, f"skipped: the output layer of a {source.task} model")
             self.transfer_report_ = transfer_weights(
                 module,
                 source,
@@ -431,7 +437,8 @@ random_state, verbose
         ----------
         path : str or os.PathLike
             A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN
-            one, or for ``CrysXPPRegressor`` the CrysXPP authors'
+            regression one (for ``CGCNNClassifier`` a classification one),
+            or for ``CrysXPPRegressor`` the CrysXPP authors'
             ``model_best.pth.tar``.
         **params
             Hyperparameters to change after loading (e.g. ``device``).

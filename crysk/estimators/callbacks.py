@@ -21,6 +21,7 @@ __all__ = [
     "ResumeSchedule",
     "ResumeState",
     "read_resume_state",
+    "ValidLogLoss",
 ]
 
 
@@ -42,34 +43,90 @@ class NetMultiStepLR(LRScheduler):
         return super()._get_scheduler(net, policy, milestones=milestones, gamma=net.gamma, **scheduler_kwargs)
 
 
-class ValidMAE(Callback):
-    """Record the validation MAE in the targets' original units.
+class _ValidationMetric(Callback):
+    """A per-crystal validation metric, averaged over the epoch, recorded with a ``<name>_best`` flag.
 
-    The papers pick the best epoch by validation MAE; this works whatever the
-    training loss and target scaler are. Uses the predictions skorch already
-    made for the validation loss, so it costs no extra forward pass.
+    Subclasses compute the metric from the predictions skorch already made
+    for the validation loss, so it costs no extra forward pass; lower is
+    better.
     """
 
+    #: the history key
+    name = ""
+
     def on_epoch_begin(self, net, **kwargs):
-        self.errors_ = []
+        self.values_ = []
 
     def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
         if training or y_pred is None:
             return
-        yb = batch[1]
-        scaler = net.target_scaler_
-        pred = scaler.inverse_transform(y_pred.detach().float().cpu().numpy())
-        true = scaler.inverse_transform(yb.detach().cpu().numpy())
-        self.errors_.append(np.abs(pred - true).reshape(len(pred), -1).mean(axis=1))
+        self.values_.append(self._per_crystal(net, y_pred.detach(), batch[1].detach()))
+
+    def _per_crystal(self, net, y_pred, y_true) -> np.ndarray:
+        raise NotImplementedError  # pragma: no cover - abstract
 
     def on_epoch_end(self, net, **kwargs):
-        if not self.errors_:
+        if not self.values_:
             return
-        mae = float(np.concatenate(self.errors_).mean())
+        values = np.concatenate(self.values_)
+        score = self._summarize(net, values)
         history = net.history
-        previous = [row["valid_mae"] for row in history[:-1] if "valid_mae" in row]
-        history.record("valid_mae", mae)
-        history.record("valid_mae_best", not previous or mae < min(previous))
+        previous = [row[self.name] for row in history[:-1] if self.name in row]
+        history.record(self.name, score)
+        history.record(f"{self.name}_best", not previous or score < min(previous))
+
+    def _summarize(self, net, values: np.ndarray) -> float:
+        return float(values.mean())
+
+
+class ValidMAE(_ValidationMetric):
+    """Record the validation MAE in the targets' original units.
+
+    The papers pick the best epoch by validation MAE; this works whatever the
+    training loss and target scaler are. Missing targets (NaN, with
+    ``missing_targets="ignore"``) are left out; with several targets the MAE
+    of each is recorded too, as ``valid_mae_0``, ``valid_mae_1``, ...
+    and ``valid_mae`` is the mean over all present values.
+    """
+
+    name = "valid_mae"
+
+    def _per_crystal(self, net, y_pred, y_true) -> np.ndarray:
+        scaler = net.target_scaler_
+        pred = scaler.inverse_transform(y_pred.float().cpu().numpy())
+        true = scaler.inverse_transform(y_true.float().cpu().numpy())
+        return np.abs(pred - true).reshape(len(pred), -1)
+
+    def _summarize(self, net, values: np.ndarray) -> float:
+        present = ~np.isnan(values)
+        if values.shape[1] > 1:
+            for j in range(values.shape[1]):
+                col = values[present[:, j], j]
+                # a target with no value in the validation set has no MAE this epoch
+                net.history.record(f"{self.name}_{j}", float(col.mean()) if len(col) else float("nan"))
+        return float(values[present].mean()) if present.any() else float("nan")
+
+
+class ValidLogLoss(_ValidationMetric):
+    """Record the validation log-loss (mean negative log-probability of the true class) and accuracy.
+
+    Unweighted whatever ``class_weight`` is, so that the best epoch is the
+    one with the best calibrated probabilities on the validation crystals;
+    the accuracy (``valid_acc``) is recorded alongside.
+    """
+
+    name = "valid_log_loss"
+
+    def _per_crystal(self, net, y_pred, y_true) -> np.ndarray:
+        logp = torch.log_softmax(y_pred.double(), dim=1)
+        true = y_true.long().view(-1, 1)
+        nll = -logp.gather(1, true).view(-1)
+        correct = (logp.argmax(dim=1) == true.view(-1)).double()
+        return torch.stack([nll, correct], dim=1).cpu().numpy()
+
+    def _summarize(self, net, values: np.ndarray) -> float:
+        net.history.record("valid_acc", float(values[:, 1].mean()))
+        return float(values[:, 0].mean())
 
 
 class RestoreBestWeights(Callback):
@@ -117,8 +174,8 @@ class SaveBestCheckpoint(Callback):
         The checkpoint file (replaced atomically at each improvement).
     monitor : str or None, default="auto"
         History key that is True on an improving epoch: ``"auto"`` takes the
-        estimator's own (validation MAE for regressors, validation loss for
-        :class:`~crysk.CrysAE`). Without a validation set, use
+        estimator's own (validation MAE for regressors, validation log-loss
+        for classifiers, validation loss for :class:`~crysk.CrysAE`). Without a validation set, use
         ``monitor=None`` to save after every epoch.
     """
 

@@ -1,18 +1,35 @@
-"""CGCNNRegressor: CGCNN as a scikit-learn estimator."""
+"""CGCNNRegressor and CGCNNClassifier: CGCNN as scikit-learn estimators."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..nn import CGCNN
+from .classifier import CrystalNetClassifier
 from .registry import register_estimator
 from .regressor import CrystalNetRegressor
 
-__all__ = ["CGCNNRegressor"]
+__all__ = ["CGCNNRegressor", "CGCNNClassifier"]
+
+
+class _CGCNNShape:
+    """The CGCNN network a CGCNN estimator builds: its width parameters and ``n_outputs_`` outputs."""
+
+    _default_module = CGCNN
+
+    def _module_kwargs(self) -> dict[str, Any]:
+        return {
+            "atom_fea_len": self.atom_fea_len,
+            "n_conv": self.n_conv,
+            "h_fea_len": self.h_fea_len,
+            "n_h": self.n_h,
+            "n_out": self.n_outputs_,
+            "radius": self.radius,
+        }
 
 
 @register_estimator
-class CGCNNRegressor(CrystalNetRegressor):
+class CGCNNRegressor(_CGCNNShape, CrystalNetRegressor):
     """Crystal graph convolutional neural network regressor (CGCNN / TL-CGCNN).
 
     A skorch ``NeuralNetRegressor`` that takes crystal structures (or
@@ -57,7 +74,15 @@ class CGCNNRegressor(CrystalNetRegressor):
         Training loss on scaled targets (MSE as in the CGCNN code; the
         TL-CGCNN paper describes MAE).
     target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
-        How targets are scaled for training; predictions are unscaled.
+        How targets are scaled for training (each target on its own);
+        predictions are unscaled.
+    missing_targets : {"raise", "ignore"}, default="raise"
+        With several targets (2-D ``y``): ``"ignore"`` treats NaN as "not
+        known for this crystal" and leaves it out of the loss, the scaling
+        and the validation MAE, so a crystal with some targets trains on
+        those; ``"raise"`` refuses NaN.
+    target_weights : array-like of shape (n_targets,), optional
+        Weight of each target in the (masked) loss; default all 1.
     warm_start_from : str, os.PathLike or fitted estimator, optional
         Start from these weights (transfer learning): a crysk checkpoint
         (``save_pretrained``), a fitted crysk estimator, an original CGCNN
@@ -128,7 +153,8 @@ class CGCNNRegressor(CrystalNetRegressor):
     frozen_parameters_ : list of str
         Names of the parameters ``freeze`` kept fixed.
     history_ : skorch History
-        Per-epoch losses and ``valid_mae``.
+        Per-epoch losses and ``valid_mae`` (with several targets also
+        ``valid_mae_0``, ``valid_mae_1``, ... per target).
 
     Examples
     --------
@@ -139,8 +165,6 @@ class CGCNNRegressor(CrystalNetRegressor):
     >>> model.predict(X[:3]).shape
     (3,)
     """
-
-    _default_module = CGCNN
 
     def __init__(
         self,
@@ -161,6 +185,8 @@ class CGCNNRegressor(CrystalNetRegressor):
         validation_fraction: float | None = 0.2,
         loss: str = "mse",
         target_scaler: Any = "standard",
+        missing_targets: str = "raise",
+        target_weights: Any = None,
         warm_start_from: Any = None,
         freeze: Any = None,
         warm_start_strict: bool = False,
@@ -189,6 +215,8 @@ class CGCNNRegressor(CrystalNetRegressor):
             validation_fraction=validation_fraction,
             loss=loss,
             target_scaler=target_scaler,
+            missing_targets=missing_targets,
+            target_weights=target_weights,
             warm_start_from=warm_start_from,
             freeze=freeze,
             warm_start_strict=warm_start_strict,
@@ -207,12 +235,179 @@ class CGCNNRegressor(CrystalNetRegressor):
         self.h_fea_len = h_fea_len
         self.n_h = n_h
 
-    def _module_kwargs(self) -> dict[str, Any]:
-        return {
-            "atom_fea_len": self.atom_fea_len,
-            "n_conv": self.n_conv,
-            "h_fea_len": self.h_fea_len,
-            "n_h": self.n_h,
-            "n_out": self.n_outputs_,
-            "radius": self.radius,
-        }
+
+@register_estimator
+class CGCNNClassifier(_CGCNNShape, CrystalNetClassifier):
+    """Crystal graph convolutional neural network classifier (CGCNN's classification task).
+
+    The network of :class:`CGCNNRegressor` with one output per class (two
+    for a binary problem, the layout of the original CGCNN classifier, whose
+    ``semi-metal-classification.pth.tar`` :func:`crysk.load` reads as a
+    ``CGCNNClassifier``), trained with the cross-entropy. Labels may be of
+    any type (strings, integers, booleans); ``classes_`` holds them sorted,
+    and ``predict_proba`` has one column per class in that order. The
+    weights of the epoch with the lowest validation log-loss are kept.
+    Warm starts, freezing, checkpoints, pickling and grid searches work as
+    for :class:`CGCNNRegressor`; a warm start from a regressor (or a
+    regression checkpoint) takes the encoder and leaves the output layer
+    ``fc_out`` fresh, whatever its shape.
+
+    Parameters
+    ----------
+    atom_fea_len : int, default=64
+        Width of the atom embeddings.
+    n_conv : int, default=3
+        Number of gated graph convolutions.
+    h_fea_len : int, default=128
+        Width of the hidden layer(s) after pooling.
+    n_h : int, default=1
+        Number of hidden layers after pooling.
+    radius : float, default=8.0
+        Neighbour cut-off (Å); also the last Gaussian centre.
+    max_num_nbr : int, default=12
+        Nearest neighbours per atom.
+    lr : float, default=0.01
+        Initial learning rate.
+    optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
+        The optimiser.
+    momentum : float, default=0.9
+        SGD momentum.
+    weight_decay : float, default=0.0
+        L2 penalty the optimiser applies to the weights.
+    lr_milestones : sequence of int, default=(100,)
+        Epochs at which the learning rate is multiplied by ``gamma``.
+    gamma : float, default=0.1
+        Factor applied to the learning rate at each of ``lr_milestones``.
+    batch_size : int, default=256
+        Crystals per training step (-1: all of them).
+    max_epochs : int, default=100
+        Epochs per ``fit`` (0 only initialises the network).
+    validation_fraction : float or None, default=0.2
+        Share of the training crystals held out (stratified by class) to
+        pick the best epoch: the lowest validation log-loss, unweighted
+        whatever ``class_weight`` says (the history also records
+        ``valid_acc``). ``None`` or 0 trains on everything and keeps the
+        last epoch.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss: None weighs every
+        crystal alike, ``"balanced"`` weighs each class inversely to its
+        frequency, a dict maps labels to weights (others weigh 1).
+    warm_start_from : str, os.PathLike or fitted estimator, optional
+        Start from these weights, as for :class:`CGCNNRegressor`. From a
+        regression model the output layer is never taken.
+    freeze : str or list of str, optional
+        Parameters kept fixed during training, as for :class:`CGCNNRegressor`.
+    warm_start_strict : bool, default=False
+        Raise :class:`~crysk.CheckpointError` unless every tensor matches.
+    warm_start_include : str or list of str, optional
+        Which layers to take from ``warm_start_from``, as for :class:`CGCNNRegressor`.
+    lr_transferred : float, optional
+        Learning rate for the transferred tensors (needs ``warm_start_from``).
+    malloc_tuning : bool, default=True
+        Keep freed memory in the process during a CPU fit, as for :class:`CGCNNRegressor`.
+    n_jobs : int, optional
+        Processes for featurizing structures.
+    n_threads : int, optional
+        Torch threads during ``fit`` and ``predict``, see
+        :class:`~crysk.CGCNNRegressor` (default: the cores not busy with other work).
+    device : str, default="cpu"
+        Torch device, e.g. ``"cuda"``.
+    random_state : int, optional
+        Seed for weights, validation split and shuffling.
+    verbose : int, default=0
+        1 prints a table per epoch.
+    **kwargs
+        Other skorch ``NeuralNet`` arguments (e.g. ``callbacks``).
+
+    Attributes
+    ----------
+    classes_ : numpy.ndarray of shape (n_classes,)
+        The labels, sorted; the order of ``predict_proba``'s columns.
+    class_weight_ : numpy.ndarray of shape (n_classes,)
+        The weight of each class in the training loss.
+    module_ : crysk.nn.CGCNN
+        The trained network (``n_classes`` outputs: the logits).
+    n_outputs_ : int
+        Number of network outputs (= number of classes).
+    best_epoch_ : int or None
+        Epoch whose weights were restored (None without validation).
+    transfer_report_ : crysk.transfer.TransferReport or None
+        What ``warm_start_from`` loaded and what started fresh.
+    frozen_parameters_ : list of str
+        Names of the parameters ``freeze`` kept fixed.
+    history_ : skorch History
+        Per-epoch losses, ``valid_log_loss`` and ``valid_acc``.
+
+    Examples
+    --------
+    >>> from crysk import CGCNNClassifier
+    >>> from crysk.demo import make_demo_data
+    >>> X, y = make_demo_data(60)
+    >>> labels = (y > y.mean()).astype(int)
+    >>> model = CGCNNClassifier(max_epochs=2, random_state=0).fit(X, labels)
+    >>> model.predict_proba(X[:3]).shape
+    (3, 2)
+    """
+
+    def __init__(
+        self,
+        atom_fea_len: int = 64,
+        n_conv: int = 3,
+        h_fea_len: int = 128,
+        n_h: int = 1,
+        radius: float = 8.0,
+        max_num_nbr: int = 12,
+        lr: float = 0.01,
+        optimizer: Any = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        lr_milestones: Any = (100,),
+        gamma: float = 0.1,
+        batch_size: int = 256,
+        max_epochs: int = 100,
+        validation_fraction: float | None = 0.2,
+        class_weight: Any = None,
+        warm_start_from: Any = None,
+        freeze: Any = None,
+        warm_start_strict: bool = False,
+        warm_start_include: Any = None,
+        lr_transferred: float | None = None,
+        malloc_tuning: bool = True,
+        n_jobs: int | None = None,
+        n_threads: int | None = None,
+        device: str = "cpu",
+        random_state: int | None = None,
+        verbose: int = 0,
+        **kwargs: Any,
+    ):
+        kwargs.setdefault("module", self._default_module)
+        super().__init__(
+            radius=radius,
+            max_num_nbr=max_num_nbr,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            lr_milestones=lr_milestones,
+            gamma=gamma,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            validation_fraction=validation_fraction,
+            class_weight=class_weight,
+            warm_start_from=warm_start_from,
+            freeze=freeze,
+            warm_start_strict=warm_start_strict,
+            warm_start_include=warm_start_include,
+            lr_transferred=lr_transferred,
+            malloc_tuning=malloc_tuning,
+            n_jobs=n_jobs,
+            n_threads=n_threads,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.atom_fea_len = atom_fea_len
+        self.n_conv = n_conv
+        self.h_fea_len = h_fea_len
+        self.n_h = n_h

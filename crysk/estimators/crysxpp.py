@@ -1,4 +1,4 @@
-"""CrysXPPRegressor: the explainable property predictor of the CrysXPP paper."""
+"""CrysXPPRegressor and CrysXPPClassifier: the explainable property predictor of the CrysXPP paper."""
 
 from __future__ import annotations
 
@@ -10,204 +10,17 @@ import pandas as pd
 from ..elements import ATOMIC_PROPERTIES, cgcnn_feature_table, feature_names
 from ..nn import CrysXPPNet
 from .._validation import check_number, check_option
+from .classifier import CrystalNetClassifier
 from .registry import register_estimator
 from .regressor import CrystalNetRegressor
 
-__all__ = ["CrysXPPRegressor"]
+__all__ = ["CrysXPPRegressor", "CrysXPPClassifier"]
 
 
-@register_estimator
-class CrysXPPRegressor(CrystalNetRegressor):
-    """Crystal eXplainable Property Predictor (CrysXPP).
-
-    A trainable feature selector weighs each of the 92 element-feature
-    dimensions (the nine atomic properties, one-hot), then a CGCNN-style
-    encoder, mean pooling and an MLP head predict the property (eqs. 8-10 of
-    the CrysXPP paper). The loss is the prediction loss plus
-    ``l1_penalty · |ζ|₁`` on the selector, which makes it sparse: its
-    weights (:attr:`feature_importances_`, :meth:`explain`) say which atomic
-    properties the model uses. Warm-start the encoder from a
-    :class:`~crysk.CrysAE` (fitted, or a checkpoint, or the released
-    ``model_pretrain.pth``) with ``warm_start_from=``.
-
-    The authors' own recipe differs from the defaults here: their predictor
-    takes only the convolutions from the CrysAE (``warm_start_include="convs"``),
-    has an embedding with a bias (``embedding_bias=True``) and adds the L1
-    term as a mean (``l1_reduction="mean"``). ``crysk.load`` turns their
-    released predictor ``model_best.pth.tar`` into a fitted
-    ``CrysXPPRegressor`` with those settings.
-
-    Parameters
-    ----------
-    atom_fea_len : int, default=64
-        Width of the atom embeddings (must match a CrysAE to warm-start from).
-    n_conv : int, default=3
-        Number of gated graph convolutions (3 in the paper and the CrysAE).
-    h_fea_len : int, default=128
-        Width of the hidden layer(s) of the head.
-    n_h : int, default=1
-        Number of hidden layers of the head.
-    feature_selector : bool, default=True
-        ``False`` drops the selector (and its penalty): plain CGCNN-style
-        training.
-    embedding_bias : bool, default=False
-        Give the atom embedding a bias. ``False`` matches the CrysAE, whose
-        embedding has none, so a CrysAE's embedding transfers whole;
-        ``True`` is the authors' predictor (use it with
-        ``warm_start_include="convs"``, or to warm-start from their
-        ``model_best.pth.tar`` with every tensor).
-    l1_penalty : float, default=0.01
-        ``λ`` of eq. 10; 0 keeps the selector without sparsity (the "without
-        L1" ablation of Table 6).
-    l1_reduction : {"sum", "mean"}, default="sum"
-        ``"sum"`` penalises ``λ·|ζ|₁`` as eq. 10 is written; ``"mean"``
-        penalises ``λ·mean|ζ|`` (``|ζ|₁`` over the 92 dimensions), as the
-        authors' published training code does: 92 times weaker at the same
-        ``λ``.
-    radius : float, default=8.0
-        Neighbour cut-off (Å), also the last Gaussian centre; graphs made with another radius are refused.
-    max_num_nbr : int, default=12
-        Nearest neighbours per atom.
-    lr : float, default=0.01
-        Initial learning rate: CGCNN's, because the paper's 0.03 (whose
-        optimiser is unstated) trains much worse with SGD (the comparison
-        is in ``benchmarks/RESULTS.md``).
-    optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
-        The optimiser.
-    momentum : float, default=0.9
-        SGD momentum (ignored by the other optimisers).
-    weight_decay : float, default=0.0
-        L2 weight decay of the optimiser.
-    lr_milestones : sequence of int, default=(100,)
-        Epochs at which the learning rate is multiplied by ``gamma``.
-    gamma : float, default=0.1
-        Factor of the learning-rate steps.
-    batch_size : int, default=512
-        Crystals per batch (the paper's 512).
-    max_epochs : int, default=200
-        Training epochs (the paper's 200); the best validation epoch is kept.
-    validation_fraction : float or None, default=0.1
-        Share of the training crystals held out to pick the best epoch.
-    loss : {"mse", "l1"}, default="mse"
-        Prediction loss on scaled targets (eq. 10 writes the squared error).
-    target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
-        How targets are scaled for training; predictions are unscaled.
-    warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred
-        As for :class:`~crysk.CGCNNRegressor`; the selector is
-        ``"selector"`` for ``freeze``.
-    malloc_tuning : bool, default=True
-        Keep freed memory in the process during a CPU fit; as for
-        :class:`~crysk.CGCNNRegressor`.
-    n_jobs : int, optional
-        Processes for featurizing structures (joblib semantics); CrystalGraphs need none.
-    n_threads : int, optional
-        Torch threads during ``fit`` and ``predict``, see
-        :class:`~crysk.CGCNNRegressor` (default: the cores not busy with other work).
-    device : str, default="cpu"
-        Torch device, e.g. ``"cuda"``; the training data moves there once.
-    random_state : int, optional
-        Seed of the weights, the validation split and the shuffling; with a seed two CPU fits are identical.
-    verbose : int, default=0
-        1 prints a table per epoch.
-    **kwargs
-        Other skorch ``NeuralNet`` arguments.
-
-    Attributes
-    ----------
-    module_ : crysk.nn.CrysXPPNet
-    feature_importances_ : pandas.Series
-        Mean of ``|ζ|`` over each atomic property's categories (1 for every
-        property of an untrained selector); see :meth:`property_importances`
-        for the sums.
-    selector_weights_ : pandas.Series
-        ``ζ`` for each of the 92 feature dimensions (the raw values).
-    target_scaler_, n_outputs_, best_epoch_, transfer_report_, frozen_parameters_
-        As for :class:`~crysk.CGCNNRegressor`.
-
-    Examples
-    --------
-    >>> from crysk import CrysXPPRegressor
-    >>> from crysk.demo import make_demo_data
-    >>> X, y = make_demo_data(60)
-    >>> model = CrysXPPRegressor(max_epochs=2, batch_size=30, random_state=0).fit(X, y)
-    >>> list(model.feature_importances_.index[:2])
-    ['Group number', 'Period number']
-    """
+class _CrysXPPModel:
+    """What makes a CrysXPP estimator, whatever its task: the selector network, its L1 penalty, the explanations."""
 
     _default_module = CrysXPPNet
-
-    def __init__(
-        self,
-        atom_fea_len: int = 64,
-        n_conv: int = 3,
-        h_fea_len: int = 128,
-        n_h: int = 1,
-        feature_selector: bool = True,
-        embedding_bias: bool = False,
-        l1_penalty: float = 0.01,
-        l1_reduction: str = "sum",
-        radius: float = 8.0,
-        max_num_nbr: int = 12,
-        lr: float = 0.01,
-        optimizer: Any = "sgd",
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        lr_milestones: Any = (100,),
-        gamma: float = 0.1,
-        batch_size: int = 512,
-        max_epochs: int = 200,
-        validation_fraction: float | None = 0.1,
-        loss: str = "mse",
-        target_scaler: Any = "standard",
-        warm_start_from: Any = None,
-        freeze: Any = None,
-        warm_start_strict: bool = False,
-        warm_start_include: Any = None,
-        lr_transferred: float | None = None,
-        malloc_tuning: bool = True,
-        n_jobs: int | None = None,
-        n_threads: int | None = None,
-        device: str = "cpu",
-        random_state: int | None = None,
-        verbose: int = 0,
-        **kwargs: Any,
-    ):
-        kwargs.setdefault("module", self._default_module)
-        super().__init__(
-            radius=radius,
-            max_num_nbr=max_num_nbr,
-            lr=lr,
-            optimizer=optimizer,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            lr_milestones=lr_milestones,
-            gamma=gamma,
-            batch_size=batch_size,
-            max_epochs=max_epochs,
-            validation_fraction=validation_fraction,
-            loss=loss,
-            target_scaler=target_scaler,
-            warm_start_from=warm_start_from,
-            freeze=freeze,
-            warm_start_strict=warm_start_strict,
-            warm_start_include=warm_start_include,
-            lr_transferred=lr_transferred,
-            malloc_tuning=malloc_tuning,
-            n_jobs=n_jobs,
-            n_threads=n_threads,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-            **kwargs,
-        )
-        self.atom_fea_len = atom_fea_len
-        self.n_conv = n_conv
-        self.h_fea_len = h_fea_len
-        self.n_h = n_h
-        self.feature_selector = feature_selector
-        self.embedding_bias = embedding_bias
-        self.l1_penalty = l1_penalty
-        self.l1_reduction = l1_reduction
 
     def _module_kwargs(self) -> dict[str, Any]:
         return {
@@ -250,7 +63,7 @@ class CrysXPPRegressor(CrystalNetRegressor):
         self._check_fitted()
         selector = getattr(self.module_, "selector", None)
         if selector is None:
-            raise AttributeError("this CrysXPPRegressor was fitted with feature_selector=False: it has no selector")
+            raise AttributeError(f"this {type(self).__name__} was fitted with feature_selector=False: it has no selector")
         return selector.weight.detach().cpu().numpy().astype(np.float64)
 
     @property
@@ -363,3 +176,362 @@ class CrysXPPRegressor(CrystalNetRegressor):
             )
         out = pd.concat(frames, ignore_index=True)
         return out.sort_values(["_c", "atom", "_p"], kind="stable").drop(columns=["_p", "_c"]).reset_index(drop=True)
+
+
+@register_estimator
+class CrysXPPRegressor(_CrysXPPModel, CrystalNetRegressor):
+    """Crystal eXplainable Property Predictor (CrysXPP).
+
+    A trainable feature selector weighs each of the 92 element-feature
+    dimensions (the nine atomic properties, one-hot), then a CGCNN-style
+    encoder, mean pooling and an MLP head predict the property (eqs. 8-10 of
+    the CrysXPP paper). The loss is the prediction loss plus
+    ``l1_penalty · |ζ|₁`` on the selector, which makes it sparse: its
+    weights (:attr:`feature_importances_`, :meth:`explain`) say which atomic
+    properties the model uses. Warm-start the encoder from a
+    :class:`~crysk.CrysAE` (fitted, or a checkpoint, or the released
+    ``model_pretrain.pth``) with ``warm_start_from=``.
+
+    The authors' own recipe differs from the defaults here: their predictor
+    takes only the convolutions from the CrysAE (``warm_start_include="convs"``),
+    has an embedding with a bias (``embedding_bias=True``) and adds the L1
+    term as a mean (``l1_reduction="mean"``). ``crysk.load`` turns their
+    released predictor ``model_best.pth.tar`` into a fitted
+    ``CrysXPPRegressor`` with those settings.
+
+    Parameters
+    ----------
+    atom_fea_len : int, default=64
+        Width of the atom embeddings (must match a CrysAE to warm-start from).
+    n_conv : int, default=3
+        Number of gated graph convolutions (3 in the paper and the CrysAE).
+    h_fea_len : int, default=128
+        Width of the hidden layer(s) of the head.
+    n_h : int, default=1
+        Number of hidden layers of the head.
+    feature_selector : bool, default=True
+        ``False`` drops the selector (and its penalty): plain CGCNN-style
+        training.
+    embedding_bias : bool, default=False
+        Give the atom embedding a bias. ``False`` matches the CrysAE, whose
+        embedding has none, so a CrysAE's embedding transfers whole;
+        ``True`` is the authors' predictor (use it with
+        ``warm_start_include="convs"``, or to warm-start from their
+        ``model_best.pth.tar`` with every tensor).
+    l1_penalty : float, default=0.01
+        ``λ`` of eq. 10; 0 keeps the selector without sparsity (the "without
+        L1" ablation of Table 6).
+    l1_reduction : {"sum", "mean"}, default="sum"
+        ``"sum"`` penalises ``λ·|ζ|₁`` as eq. 10 is written; ``"mean"``
+        penalises ``λ·mean|ζ|`` (``|ζ|₁`` over the 92 dimensions), as the
+        authors' published training code does: 92 times weaker at the same
+        ``λ``.
+    radius : float, default=8.0
+        Neighbour cut-off (Å), also the last Gaussian centre; graphs made with another radius are refused.
+    max_num_nbr : int, default=12
+        Nearest neighbours per atom.
+    lr : float, default=0.01
+        Initial learning rate: CGCNN's, because the paper's 0.03 (whose
+        optimiser is unstated) trains much worse with SGD (the comparison
+        is in ``benchmarks/RESULTS.md``).
+    optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
+        The optimiser.
+    momentum : float, default=0.9
+        SGD momentum (ignored by the other optimisers).
+    weight_decay : float, default=0.0
+        L2 weight decay of the optimiser.
+    lr_milestones : sequence of int, default=(100,)
+        Epochs at which the learning rate is multiplied by ``gamma``.
+    gamma : float, default=0.1
+        Factor of the learning-rate steps.
+    batch_size : int, default=512
+        Crystals per batch (the paper's 512).
+    max_epochs : int, default=200
+        Training epochs (the paper's 200); the best validation epoch is kept.
+    validation_fraction : float or None, default=0.1
+        Share of the training crystals held out to pick the best epoch.
+    loss : {"mse", "l1"}, default="mse"
+        Prediction loss on scaled targets (eq. 10 writes the squared error).
+    target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
+        How targets are scaled for training; predictions are unscaled.
+    missing_targets : {"raise", "ignore"}, default="raise"
+        NaN in a 2-D ``y``: an error, or a target left out of the loss
+        for that crystal; as for :class:`~crysk.CGCNNRegressor`.
+    target_weights : array-like of shape (n_targets,), optional
+        Weight of each target in the loss; as for :class:`~crysk.CGCNNRegressor`.
+    warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred
+        As for :class:`~crysk.CGCNNRegressor`; the selector is
+        ``"selector"`` for ``freeze``.
+    malloc_tuning : bool, default=True
+        Keep freed memory in the process during a CPU fit; as for
+        :class:`~crysk.CGCNNRegressor`.
+    n_jobs : int, optional
+        Processes for featurizing structures (joblib semantics); CrystalGraphs need none.
+    n_threads : int, optional
+        Torch threads during ``fit`` and ``predict``, see
+        :class:`~crysk.CGCNNRegressor` (default: the cores not busy with other work).
+    device : str, default="cpu"
+        Torch device, e.g. ``"cuda"``; the training data moves there once.
+    random_state : int, optional
+        Seed of the weights, the validation split and the shuffling; with a seed two CPU fits are identical.
+    verbose : int, default=0
+        1 prints a table per epoch.
+    **kwargs
+        Other skorch ``NeuralNet`` arguments.
+
+    Attributes
+    ----------
+    module_ : crysk.nn.CrysXPPNet
+    feature_importances_ : pandas.Series
+        Mean of ``|ζ|`` over each atomic property's categories (1 for every
+        property of an untrained selector); see :meth:`property_importances`
+        for the sums.
+    selector_weights_ : pandas.Series
+        ``ζ`` for each of the 92 feature dimensions (the raw values).
+    target_scaler_, n_outputs_, best_epoch_, transfer_report_, frozen_parameters_
+        As for :class:`~crysk.CGCNNRegressor`.
+
+    Examples
+    --------
+    >>> from crysk import CrysXPPRegressor
+    >>> from crysk.demo import make_demo_data
+    >>> X, y = make_demo_data(60)
+    >>> model = CrysXPPRegressor(max_epochs=2, batch_size=30, random_state=0).fit(X, y)
+    >>> list(model.feature_importances_.index[:2])
+    ['Group number', 'Period number']
+    """
+
+    def __init__(
+        self,
+        atom_fea_len: int = 64,
+        n_conv: int = 3,
+        h_fea_len: int = 128,
+        n_h: int = 1,
+        feature_selector: bool = True,
+        embedding_bias: bool = False,
+        l1_penalty: float = 0.01,
+        l1_reduction: str = "sum",
+        radius: float = 8.0,
+        max_num_nbr: int = 12,
+        lr: float = 0.01,
+        optimizer: Any = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        lr_milestones: Any = (100,),
+        gamma: float = 0.1,
+        batch_size: int = 512,
+        max_epochs: int = 200,
+        validation_fraction: float | None = 0.1,
+        loss: str = "mse",
+        target_scaler: Any = "standard",
+        missing_targets: str = "raise",
+        target_weights: Any = None,
+        warm_start_from: Any = None,
+        freeze: Any = None,
+        warm_start_strict: bool = False,
+        warm_start_include: Any = None,
+        lr_transferred: float | None = None,
+        malloc_tuning: bool = True,
+        n_jobs: int | None = None,
+        n_threads: int | None = None,
+        device: str = "cpu",
+        random_state: int | None = None,
+        verbose: int = 0,
+        **kwargs: Any,
+    ):
+        kwargs.setdefault("module", self._default_module)
+        super().__init__(
+            radius=radius,
+            max_num_nbr=max_num_nbr,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            lr_milestones=lr_milestones,
+            gamma=gamma,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            validation_fraction=validation_fraction,
+            loss=loss,
+            target_scaler=target_scaler,
+            missing_targets=missing_targets,
+            target_weights=target_weights,
+            warm_start_from=warm_start_from,
+            freeze=freeze,
+            warm_start_strict=warm_start_strict,
+            warm_start_include=warm_start_include,
+            lr_transferred=lr_transferred,
+            malloc_tuning=malloc_tuning,
+            n_jobs=n_jobs,
+            n_threads=n_threads,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.atom_fea_len = atom_fea_len
+        self.n_conv = n_conv
+        self.h_fea_len = h_fea_len
+        self.n_h = n_h
+        self.feature_selector = feature_selector
+        self.embedding_bias = embedding_bias
+        self.l1_penalty = l1_penalty
+        self.l1_reduction = l1_reduction
+
+
+@register_estimator
+class CrysXPPClassifier(_CrysXPPModel, CrystalNetClassifier):
+    """CrysXPP for classification: the feature-selector network of :class:`CrysXPPRegressor` with one output per class.
+
+    Everything of :class:`CrysXPPRegressor` (the sparse selector and its
+    ``l1_penalty``, warm starts from a :class:`~crysk.CrysAE`,
+    :attr:`feature_importances_`, :meth:`explain`) with the classifier
+    behaviour of :class:`~crysk.CGCNNClassifier`: labels of any type,
+    ``predict_proba`` in ``classes_`` order, ``class_weight``, the best epoch
+    on the validation log-loss, a cross-entropy training loss (plus the L1
+    term).
+
+    Parameters
+    ----------
+    atom_fea_len : int, default=64
+        Width of the atom embeddings (must match a CrysAE to warm-start from).
+    n_conv : int, default=3
+        Number of gated graph convolutions.
+    h_fea_len : int, default=128
+        Width of the hidden layer(s) of the head.
+    n_h : int, default=1
+        Number of hidden layers of the head.
+    feature_selector : bool, default=True
+        ``False`` drops the selector (and its penalty).
+    embedding_bias : bool, default=False
+        Give the atom embedding a bias (``False`` matches the CrysAE).
+    l1_penalty : float, default=0.01
+        ``λ`` of eq. 10 of the CrysXPP paper, on the selector.
+    l1_reduction : {"sum", "mean"}, default="sum"
+        The L1 term as ``λ·|ζ|₁`` or ``λ·mean|ζ|``; as for :class:`CrysXPPRegressor`.
+    radius : float, default=8.0
+        Neighbour cut-off (Å), also the last Gaussian centre.
+    max_num_nbr : int, default=12
+        Nearest neighbours per atom.
+    lr : float, default=0.01
+        Initial learning rate.
+    optimizer : {"sgd", "adam", "adamw"} or torch optimizer class, default="sgd"
+        The optimiser.
+    momentum : float, default=0.9
+        SGD momentum (ignored by the other optimisers).
+    weight_decay : float, default=0.0
+        L2 weight decay of the optimiser.
+    lr_milestones : sequence of int, default=(100,)
+        Epochs at which the learning rate is multiplied by ``gamma``.
+    gamma : float, default=0.1
+        Factor applied to the learning rate at each milestone.
+    batch_size : int, default=512
+        Crystals per training step (the paper's 512; -1: all of them).
+    max_epochs : int, default=200
+        Training epochs; the best validation epoch is kept.
+    validation_fraction : float or None, default=0.1
+        Share of the training crystals held out (stratified by class) to
+        pick the best epoch by the validation log-loss.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the training loss; as for :class:`~crysk.CGCNNClassifier`.
+    warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred
+        As for :class:`~crysk.CGCNNRegressor`; from a regression model the
+        output layer is never taken.
+    malloc_tuning : bool, default=True
+        Keep freed memory in the process during a CPU fit; as for :class:`~crysk.CGCNNRegressor`.
+    n_jobs : int, optional
+        Processes for featurizing structures.
+    n_threads : int, optional
+        Torch threads during ``fit`` and ``predict``, see
+        :class:`~crysk.CGCNNRegressor` (default: the cores not busy with other work).
+    device : str, default="cpu"
+        Torch device, e.g. ``"cuda"``.
+    random_state : int, optional
+        Seed of the weights, the validation split and the shuffling.
+    verbose : int, default=0
+        1 prints a table per epoch.
+    **kwargs
+        Other skorch ``NeuralNet`` arguments.
+
+    Attributes
+    ----------
+    classes_, class_weight_, n_outputs_, best_epoch_, transfer_report_, frozen_parameters_
+        As for :class:`~crysk.CGCNNClassifier`.
+    module_ : crysk.nn.CrysXPPNet
+        The trained network.
+    feature_importances_ : pandas.Series
+        Mean ``|ζ|`` per atomic property; as for :class:`CrysXPPRegressor`.
+    selector_weights_ : pandas.Series
+        ``ζ`` for each of the 92 feature dimensions.
+    """
+
+    def __init__(
+        self,
+        atom_fea_len: int = 64,
+        n_conv: int = 3,
+        h_fea_len: int = 128,
+        n_h: int = 1,
+        feature_selector: bool = True,
+        embedding_bias: bool = False,
+        l1_penalty: float = 0.01,
+        l1_reduction: str = "sum",
+        radius: float = 8.0,
+        max_num_nbr: int = 12,
+        lr: float = 0.01,
+        optimizer: Any = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        lr_milestones: Any = (100,),
+        gamma: float = 0.1,
+        batch_size: int = 512,
+        max_epochs: int = 200,
+        validation_fraction: float | None = 0.1,
+        class_weight: Any = None,
+        warm_start_from: Any = None,
+        freeze: Any = None,
+        warm_start_strict: bool = False,
+        warm_start_include: Any = None,
+        lr_transferred: float | None = None,
+        malloc_tuning: bool = True,
+        n_jobs: int | None = None,
+        n_threads: int | None = None,
+        device: str = "cpu",
+        random_state: int | None = None,
+        verbose: int = 0,
+        **kwargs: Any,
+    ):
+        kwargs.setdefault("module", self._default_module)
+        super().__init__(
+            radius=radius,
+            max_num_nbr=max_num_nbr,
+            lr=lr,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            lr_milestones=lr_milestones,
+            gamma=gamma,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            validation_fraction=validation_fraction,
+            class_weight=class_weight,
+            warm_start_from=warm_start_from,
+            freeze=freeze,
+            warm_start_strict=warm_start_strict,
+            warm_start_include=warm_start_include,
+            lr_transferred=lr_transferred,
+            malloc_tuning=malloc_tuning,
+            n_jobs=n_jobs,
+            n_threads=n_threads,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.atom_fea_len = atom_fea_len
+        self.n_conv = n_conv
+        self.h_fea_len = h_fea_len
+        self.n_h = n_h
+        self.feature_selector = feature_selector
+        self.embedding_bias = embedding_bias
+        self.l1_penalty = l1_penalty
+        self.l1_reduction = l1_reduction

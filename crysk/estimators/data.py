@@ -58,8 +58,16 @@ class GraphDataset(torch.utils.data.Dataset):
 
     @classmethod
     def from_graphs(cls, graphs: CrystalGraphs, y: np.ndarray | None, device) -> "GraphDataset":
-        """Move graphs (and targets) to ``device`` once."""
-        y_t = None if y is None else torch.as_tensor(np.asarray(y, dtype=np.float32), device=device)
+        """Move graphs (and targets) to ``device`` once.
+
+        Integer targets (class indices) stay integers, as losses over classes
+        need; any other targets become float32.
+        """
+        y_t = None
+        if y is not None:
+            y = np.asarray(y)
+            dtype = np.int64 if np.issubdtype(y.dtype, np.integer) else np.float32
+            y_t = torch.as_tensor(y.astype(dtype, copy=False), device=device)
         return cls(graphs.to_tensors(device), y_t)
 
     def subset(self, indices: np.ndarray) -> "GraphDataset":
@@ -157,6 +165,23 @@ def as_graph_dataset(dataset) -> GraphDataset:
     )
 
 
+def _stratified_pick(labels: np.ndarray, n_pick: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_pick`` positions, each class represented in proportion to its size (sorted positions).
+
+    Every class gets ``round(n_pick * share)`` picks by largest remainders, and
+    never all of its members, so the training set keeps each class too.
+    """
+    classes, index = np.unique(labels, return_inverse=True)
+    counts = np.bincount(index)
+    quota = n_pick * counts / len(labels)
+    take = np.floor(quota).astype(int)
+    for k in np.argsort(-(quota - take))[: n_pick - take.sum()]:
+        take[k] += 1
+    take = np.minimum(take, counts - 1)
+    picked = [rng.permutation(np.flatnonzero(index == k))[: take[k]] for k in range(len(classes))]
+    return np.sort(np.concatenate(picked))
+
+
 class GraphDataMixin:
     """skorch's data hooks for packed crystal graphs (put it before ``NeuralNet`` in the bases).
 
@@ -192,7 +217,8 @@ class GraphDataMixin:
 
         The validation set is, in this order: ``X_valid``/``y_valid`` given to
         ``fit`` or ``partial_fit``; what ``train_split`` returns, if set;
-        else a seeded ``validation_fraction`` of ``X``.
+        else a seeded ``validation_fraction`` of ``X`` (stratified by class
+        for classifiers, which set ``_stratified_split``).
 
         Parameters
         ----------
@@ -225,7 +251,11 @@ class GraphDataMixin:
             return dataset, None
         if n - n_valid < 1:
             raise ValueError(f"validation_fraction={vf} leaves no training crystals out of {n}")
-        order = np.random.default_rng(int(self._seeds()[1])).permutation(n)
+        rng = np.random.default_rng(int(self._seeds()[1]))
+        if getattr(self, "_stratified_split", False) and y is not None:
+            valid = _stratified_pick(np.asarray(y), n_valid, rng)
+            return dataset.subset(np.setdiff1d(np.arange(n), valid)), dataset.subset(valid)
+        order = rng.permutation(n)
         return dataset.subset(np.sort(order[n_valid:])), dataset.subset(np.sort(order[:n_valid]))
 
     def get_iterator(self, dataset: Any, training: bool = False) -> GraphBatchIterator:

@@ -122,10 +122,16 @@ def estimator_from_checkpoint(source: WeightSource, **params: Any) -> Any:
                 f"but the estimator would use {est.graph_settings}"
             )
     elif source.kind == "cgcnn":
-        est = _REGISTRY["CGCNNRegressor"](**{**cgcnn_hyperparameters(source.state_dict), **params})
+        classifier = source.task == "classification"
+        cls = _REGISTRY["CGCNNClassifier" if classifier else "CGCNNRegressor"]
+        est = cls(**{**cgcnn_hyperparameters(source.state_dict), **params})
         if est.graph_settings != graph_settings(**CGCNN_DEFAULT_SETTINGS):
             raise CheckpointError(f"{source.description} needs radius 8.0 and max_num_nbr 12 (CGCNN's defaults)")
-        est._restore_checkpoint_state(cgcnn_target_scaler_state(ckpt))
+        if classifier:
+            # CGCNN's classification labels are the integers 0 .. n_classes - 1 (id_prop.csv's second column)
+            est._restore_checkpoint_state({"classes": list(range(int(source.state_dict["fc_out.weight"].shape[0])))})
+        else:
+            est._restore_checkpoint_state(cgcnn_target_scaler_state(ckpt))
         best_epoch = ckpt.get("epoch")
     elif source.kind == "crysxpp":
         est, best_epoch = _original_crysxpp(source, params)
@@ -154,8 +160,11 @@ def load(path: str | os.PathLike) -> Any:
     path : str or os.PathLike
         A crysk checkpoint (``save_pretrained``), an original CGCNN
         ``.pth.tar`` checkpoint or an original CrysXPP predictor
-        (``model_best.pth.tar``); the original files predict in original
-        units with their stored normaliser.
+        (``model_best.pth.tar``); the original regression files predict in
+        original units with their stored normaliser, and an original CGCNN
+        classifier (``task: 'classification'`` in its ``args``, such as
+        ``semi-metal-classification.pth.tar``) becomes a
+        :class:`~crysk.CGCNNClassifier` with classes ``[0, 1]``.
 
     Returns
     -------

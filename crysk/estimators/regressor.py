@@ -9,14 +9,13 @@ import torch
 from skorch import NeuralNetRegressor
 
 from .._threads import resolve_n_threads, torch_threads
-from .._validation import check_option
+from .._validation import check_number, check_option
 from ..checkpoints import scaler_from_state, scaler_state
 from ..targets import make_target_scaler
-from .base import CrystalNet
 from .callbacks import ValidMAE
-from .data import GraphDataset
+from .supervised import SupervisedNet
 
-__all__ = ["CrystalNetRegressor"]
+__all__ = ["CrystalNetRegressor", "MaskedLoss"]
 
 _LOSSES = {"mse": torch.nn.MSELoss, "l1": torch.nn.L1Loss, "mae": torch.nn.L1Loss}
 
@@ -35,7 +34,7 @@ def _non_numeric_targets(y: Any, name: str) -> str:
     return f"{name} must hold numbers (regression targets) in a 1-D or 2-D array"
 
 
-def _check_targets(y: Any, n: int, name: str = "y") -> np.ndarray:
+def _check_targets(y: Any, n: int, name: str = "y", allow_missing: bool = False) -> np.ndarray:
     if y is None:
         raise ValueError(f"{name} is required: this estimator is supervised")
     try:
@@ -48,17 +47,66 @@ def _check_targets(y: Any, n: int, name: str = "y") -> np.ndarray:
         raise ValueError(f"X has {n} crystals but {name} has {len(y)} values; they must match one to one")
     if n == 0:
         raise ValueError("got no crystals to fit")
-    bad = ~np.isfinite(y.reshape(n, -1)).all(axis=1)
+    y2 = y.reshape(n, -1)
+    if allow_missing:
+        if np.isinf(y2).any():
+            where = np.flatnonzero(np.isinf(y2).any(axis=1))
+            raise ValueError(f"{name} has inf for {len(where)} crystals (first at positions {where[:5].tolist()}); "
+                             "missing_targets='ignore' skips NaN only: mark missing values as NaN")
+        return y
+    bad = ~np.isfinite(y2).all(axis=1)
     if bad.any():
         where = np.flatnonzero(bad)
         raise ValueError(
             f"{name} has NaN or inf for {len(where)} crystals (first at positions {where[:5].tolist()}); "
-            "drop those crystals or fill their targets before fitting"
+            "drop those crystals or fill their targets before fitting, or, for crystals missing some of "
+            "several targets, set missing_targets='ignore'"
         )
     return y
 
 
-class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
+class MaskedLoss(torch.nn.Module):
+    """MSE or L1 over the present (non-NaN) targets only, with optional per-target weights.
+
+    The loss of a batch is ``sum(w_j * l(pred_ij, y_ij)) / sum(w_j)`` over
+    the entries ``(i, j)`` whose target is present: with unit weights it is
+    exactly ``MSELoss``/``L1Loss`` on the present entries, and a missing
+    entry contributes neither to the loss nor to its gradient.
+
+    Parameters
+    ----------
+    kind : {"mse", "l1", "mae"}
+        The per-entry loss.
+    weights : torch.Tensor of shape (n_targets,), optional
+        Weight of each target (default: all 1).
+    """
+
+    def __init__(self, kind: str = "mse", weights: torch.Tensor | None = None):
+        super().__init__()
+        self.kind = kind
+        self.register_buffer("weights", weights)
+
+    def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        """The weighted mean loss over the present entries (0 when none is present).
+
+        Parameters
+        ----------
+        y_pred : torch.Tensor of shape (n_crystals, n_targets)
+            Network outputs (scaled targets).
+        y_true : torch.Tensor of shape (n_crystals, n_targets)
+            Scaled targets, NaN where missing.
+        """
+        present = ~torch.isnan(y_true)
+        # zero the missing entries before the arithmetic: NaN * 0 would still poison the gradient
+        diff = torch.where(present, y_pred - torch.nan_to_num(y_true), torch.zeros_like(y_pred))
+        per_entry = diff.square() if self.kind == "mse" else diff.abs()
+        weight = present.to(y_pred.dtype)
+        if self.weights is not None:
+            weight = weight * self.weights.to(y_pred.dtype)
+        return (per_entry * weight).sum() / weight.sum().clamp_min(torch.finfo(y_pred.dtype).tiny)
+
+
+class CrystalNetRegressor(SupervisedNet, NeuralNetRegressor):
     """Base class of the crysk graph-network regressors (not used directly).
 
     Subclasses implement :meth:`_module_kwargs` (and set ``module``). All the
@@ -73,17 +121,37 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
     loss : {"mse", "l1"}, default="mse"
         Training loss on scaled targets, unless ``criterion`` is given.
     target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
-        How targets are scaled for training.
+        How targets are scaled for training (each target on its own).
+    missing_targets : {"raise", "ignore"}, default="raise"
+        What a NaN in ``y`` means: an error, or (``"ignore"``) a target not
+        known for that crystal, left out of the loss, the scaling and the
+        validation MAE, so that a crystal missing some of several targets
+        still trains the others.
+    target_weights : array-like of shape (n_targets,), optional
+        Weight of each target in the loss (with several targets on
+        different scaled ranges, or one that matters more).
     **kwargs
         The parameters of :class:`CrystalNet`.
     """
 
     _monitor = "valid_mae_best"
+    _task = "regression"
 
-    def __init__(self, module: Any = None, *, loss: str = "mse", target_scaler: Any = "standard", **kwargs: Any):
+    def __init__(
+        self,
+        module: Any = None,
+        *,
+        loss: str = "mse",
+        target_scaler: Any = "standard",
+        missing_targets: str = "raise",
+        target_weights: Any = None,
+        **kwargs: Any,
+    ):
         super().__init__(module, **kwargs)
         self.loss = loss
         self.target_scaler = target_scaler
+        self.missing_targets = missing_targets
+        self.target_weights = target_weights
 
     def _check_params(self, fit_params: dict[str, Any] | None = None) -> None:
         super()._check_params(fit_params)
@@ -91,98 +159,58 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
         if self.criterion is not None and self.loss != "mse":
             raise ValueError(f"give either loss={self.loss!r} or criterion=, not both: criterion replaces loss")
         make_target_scaler(self.target_scaler)
+        check_option("missing_targets", self.missing_targets, ["ignore", "raise"])
+        if self.criterion is not None and self._masked_loss():
+            raise ValueError(
+                "missing_targets='ignore' and target_weights need crysk's own (masked) loss: "
+                "leave criterion=None and choose loss='mse' or 'l1'"
+            )
+        if self.target_weights is not None:
+            weights = np.asarray(self.target_weights, dtype=np.float64)
+            if weights.ndim != 1 or not len(weights):
+                raise ValueError(f"target_weights must be one number per target, got {self.target_weights!r}")
+            for w in weights:
+                check_number("each of target_weights", float(w), low=0)
+            if not weights.sum() > 0:
+                raise ValueError("target_weights are all 0: give at least one target a positive weight")
+
+    def _masked_loss(self) -> bool:
+        return self.missing_targets == "ignore" or self.target_weights is not None
 
     def _extra_callbacks(self) -> list:
         return [("valid_mae", ValidMAE())]
 
     def _default_criterion(self) -> torch.nn.Module:
-        return _LOSSES[self.loss]()
+        if not self._masked_loss():
+            return _LOSSES[self.loss]()
+        weights = None
+        if self.target_weights is not None:
+            weights = torch.as_tensor(np.asarray(self.target_weights, dtype=np.float32), device=self.device)
+        return MaskedLoss(self.loss, weights)
 
-    # ------------------------------------------------------------------ public API
-    def fit(self, X: Any, y: Any, **fit_params: Any) -> "CrystalNetRegressor":
-        """Featurize (if needed), scale the targets and train from scratch (or from ``warm_start_from``).
-
-        Parameters
-        ----------
-        X : collection of structures, or CrystalGraphs
-            Anything :class:`~crysk.CrystalGraphFeaturizer` accepts; graphs
-            must have been made with this model's ``radius``/``max_num_nbr``.
-        y : array-like of shape (n_crystals,) or (n_crystals, n_targets)
-            Targets; a 2-D ``y`` trains one multi-output head.
-        **fit_params
-            ``X_valid`` and ``y_valid`` give an explicit validation set
-            instead of splitting ``validation_fraction`` off ``X``.
-            ``resume_from``: a checkpoint this estimator class wrote (e.g.
-            the :class:`~crysk.estimators.SaveBestCheckpoint` file of an
-            interrupted fit with the same data and parameters): training
-            continues after its epoch, up to ``max_epochs`` in all, with the
-            learning rate where the schedule had it, and ends with the best
-            epoch of the whole run. Optimiser momentum and batch order start
-            afresh.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        NonFiniteLossError
-            If the loss or a gradient becomes NaN or infinite; the best
-            weights so far are kept.
-        """
-        self._check_params(fit_params)
-        graphs = self._as_graphs(X)
-        y = _check_targets(y, len(graphs))
+    # ------------------------------------------------------------------ targets
+    def _fit_targets(self, y: Any, n: int) -> None:
+        y = _check_targets(y, n, allow_missing=self.missing_targets == "ignore")
         self.y_ndim_ = y.ndim
-        y2 = y.reshape(len(y), -1)
+        y2 = y.reshape(n, -1)
         self.n_outputs_ = y2.shape[1]
+        if self.target_weights is not None and len(self.target_weights) != self.n_outputs_:
+            raise ValueError(f"target_weights has {len(self.target_weights)} entries but y has {self.n_outputs_} targets")
+        empty = np.flatnonzero(np.isnan(y2).all(axis=0))
+        if len(empty):
+            raise ValueError(f"targets {empty.tolist()} have no value for any crystal: drop those columns of y")
         self.target_scaler_ = make_target_scaler(self.target_scaler).fit(y2)
-        # set before training so that checkpoint callbacks can save mid-fit
-        self.graph_settings_ = self.graph_settings
-        self.best_epoch_ = None
-        # skorch's fit: initialize(), then partial_fit, which scales y (and the validation set)
-        return super().fit(graphs, y, **fit_params)
 
-    def partial_fit(self, X: Any, y: Any = None, classes: Any = None, **fit_params: Any) -> "CrystalNetRegressor":
-        """Train for ``max_epochs`` more epochs on (X, y), continuing from the current weights.
+    def _targets_fitted(self) -> bool:
+        return hasattr(self, "target_scaler_")
 
-        Targets are scaled with the scaler fitted by the first :meth:`fit`;
-        the learning-rate schedule, history and optimiser state continue.
-        On an unfitted estimator this is :meth:`fit`.
-
-        Parameters
-        ----------
-        X : collection of structures, or CrystalGraphs
-            The crystals to train on.
-        y : array-like of shape (n_crystals,) or (n_crystals, n_targets)
-            Their targets, in original units.
-        classes : None
-            Unused (scikit-learn's signature for classifiers).
-        **fit_params
-            ``X_valid`` and ``y_valid``: an explicit validation set.
-
-        Returns
-        -------
-        self
-        """
-        if not getattr(self, "initialized_", False) or not hasattr(self, "target_scaler_"):
-            return self.fit(X, y, **{k: v for k, v in fit_params.items() if k != "_routing_method"})
-        if isinstance(X, GraphDataset):
-            return super().partial_fit(X, y, classes, **fit_params)
-        graphs = self._as_graphs(X)
-        y_scaled = self._scale(y, len(graphs), "y")
-        if fit_params.get("X_valid") is not None:
-            g_valid = self._as_graphs(fit_params["X_valid"])
-            fit_params["X_valid"] = g_valid
-            fit_params["y_valid"] = self._scale(fit_params.get("y_valid"), len(g_valid), "y_valid")
-        return super().partial_fit(graphs, y_scaled, classes, **fit_params)
-
-    def _scale(self, y: Any, n: int, name: str) -> np.ndarray:
-        y2 = _check_targets(y, n, name).reshape(n, -1)
+    def _encode_targets(self, y: Any, n: int, name: str) -> np.ndarray:
+        y2 = _check_targets(y, n, name, allow_missing=self.missing_targets == "ignore").reshape(n, -1)
         if y2.shape[1] != self.n_outputs_:
             raise ValueError(f"{name} has {y2.shape[1]} targets, the model has {self.n_outputs_}")
         return self.target_scaler_.transform(y2)
 
+    # ------------------------------------------------------------------ public API
     def predict_scaled(self, X: Any) -> np.ndarray:
         """Raw network outputs (scaled targets), shape ``(n_crystals, n_outputs)``.
 
@@ -196,13 +224,7 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
         numpy.ndarray
             The outputs before the target scaler's inverse.
         """
-        self._check_fitted()
-        graphs = self._as_graphs(X)
-        if len(graphs) == 0:
-            return np.zeros((0, self.n_outputs_))
-        with torch_threads(resolve_n_threads(self.n_threads)):
-            outs = [yp.detach().float().cpu().numpy() for yp in self.forward_iter(graphs, training=False)]
-        return np.concatenate(outs).astype(np.float64)
+        return self._network_outputs(X)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predict targets in their original units.
@@ -229,6 +251,10 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R² of the predictions (scikit-learn's regressor score).
 
+        With ``missing_targets="ignore"``, NaN targets are left out: each
+        target's R² is taken over the crystals that have it, and the scores
+        are averaged over the targets.
+
         Parameters
         ----------
         X : collection of structures, or CrystalGraphs
@@ -245,7 +271,17 @@ class CrystalNetRegressor(CrystalNet, NeuralNetRegressor):
         """
         from sklearn.metrics import r2_score
 
-        return r2_score(y, self.predict(X), sample_weight=sample_weight)
+        pred = self.predict(X)
+        y = np.asarray(y, dtype=np.float64) if not hasattr(y, "to_numpy") else y.to_numpy(dtype=np.float64)
+        if self.missing_targets != "ignore" or not np.isnan(y).any():
+            return r2_score(y, pred, sample_weight=sample_weight)
+        y2, p2 = y.reshape(len(y), -1), pred.reshape(len(pred), -1)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        scores = []
+        for j in range(y2.shape[1]):
+            keep = ~np.isnan(y2[:, j])
+            scores.append(r2_score(y2[keep, j], p2[keep, j], sample_weight=None if w is None else w[keep]))
+        return float(np.mean(scores))
 
     def _checkpoint_state(self) -> dict:
         return {
