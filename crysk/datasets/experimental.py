@@ -155,8 +155,8 @@ def load_experimental_formation_enthalpy(
 
     References
     ----------
-    R. Kingsbury, A. S. Rosen, A. S. Gupta, J. M. Munro, S. P. Ong, A. Jain,
-    S. Dwaraknath, M. K. Horton and K. A. Persson, "A flexible and scalable
+    Kingsbury, R., Rosen, A. S., Gupta, A. S., Munro, J. M., Ong, S. P., Jain, A.,
+    Dwaraknath, S., Horton, M. K. and Persson, K. A., "A flexible and scalable
     scheme for mixing computed formation energies from different levels of
     theory", *npj Computational Materials* 8, 195 (2022).
 
