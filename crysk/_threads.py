@@ -75,6 +75,7 @@ def torch_threads(n: int) -> Iterator[None]:
     Parameters
     ----------
     n : int
+        Threads for the block (as returned by :func:`resolve_n_threads`).
     """
     import torch
 

@@ -29,7 +29,9 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     Parameters
     ----------
     message : str
+        The warning text.
     category : type of Warning, default=UserWarning
+        The warning class.
     """
     internal = _internal_dirs()
     frame, level = sys._getframe(1), 2

@@ -61,7 +61,15 @@ class Progress:
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream, leave=True)
 
     def update(self, n: int = 1, **info: Any) -> None:
-        """Count ``n`` more units done; ``info`` (e.g. a loss) goes into the report."""
+        """Count ``n`` more units done.
+
+        Parameters
+        ----------
+        n : int, default=1
+            Units finished since the last call.
+        **info
+            Values to show with the progress (e.g. a loss).
+        """
         self.done += n
         if self._bar is not None:
             self._bar.update(n)

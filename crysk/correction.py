@@ -198,6 +198,7 @@ class ResidualRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : as for :meth:`fit`
+            The crystals (with their ids or baseline column).
 
         Returns
         -------
@@ -254,6 +255,7 @@ class ResidualRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : as for :meth:`fit`
+            The crystals (with their ids or baseline column).
 
         Returns
         -------
@@ -280,6 +282,7 @@ class ResidualRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         deep : bool, default=True
+            Also return the wrapped estimator's parameters, prefixed ``estimator__``.
 
         Returns
         -------

@@ -239,8 +239,11 @@ class SOAPKernelRidge(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : collection of structures
+            The crystals to predict.
         y : array-like of shape (n_crystals,)
+            Their true targets.
         sample_weight : array-like of shape (n_crystals,), optional
+            Weights of the crystals in R².
 
         Returns
         -------

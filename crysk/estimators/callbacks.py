@@ -194,6 +194,15 @@ class SaveBestCheckpoint(Callback):
 class NonFiniteLossError(FloatingPointError):
     """Training diverged: the loss or a gradient became NaN or infinite.
 
+    Parameters
+    ----------
+    message : str
+        What happened and what to try.
+    epoch, batch : int
+        Where it happened (see Attributes).
+    lr : float
+        The learning rate at that moment.
+
     Attributes
     ----------
     epoch : int
@@ -262,6 +271,13 @@ class StopOnNonFinite(Callback):
 class ResumeState:
     """Where an interrupted fit stopped, read from a checkpoint.
 
+    Its fields (the parameters) are described under Attributes.
+
+    Parameters
+    ----------
+    path, epochs_done, best_score, state_dict
+        As the attributes of the same names.
+
     Attributes
     ----------
     path : str
@@ -288,6 +304,7 @@ def read_resume_state(net, path) -> ResumeState:
     net : CrystalNet
         The estimator that resumes; the checkpoint must hold the same class.
     path : str or os.PathLike
+        The checkpoint of the interrupted run.
 
     Returns
     -------

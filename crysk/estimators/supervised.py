@@ -30,8 +30,12 @@ class SupervisedNet(CrystalNet):
     ----------
     module : type of torch.nn.Module, optional
         The network class; each subclass sets its own.
+    radius, max_num_nbr, lr, optimizer, momentum, weight_decay, lr_milestones, gamma, batch_size, max_epochs, \
+validation_fraction, warm_start_from, freeze, warm_start_strict, warm_start_include, lr_transferred, malloc_tuning, n_jobs, \
+n_threads, device, random_state, verbose
+        As for :class:`~crysk.CGCNNRegressor`.
     **kwargs
-        The parameters of :class:`~crysk.estimators.CrystalNet`.
+        Other skorch ``NeuralNet`` arguments.
     """
 
     #: "regression" or "classification": a warm start from a model of the other task leaves the head out
