@@ -6,7 +6,8 @@ descheduled sibling spin and then sleep at every parallel region, and a fit
 slows down far more than the lost share of the CPU (measured on 2 cores
 beside one busy process: 3.6x the idle time with 2 threads, 1.1x with 1; see
 ``benchmarks/contention.py``). So each fit and predict sizes the pool to the
-cores that are free when it starts, and gives torch's setting back afterwards.
+cores that other processes leave free when it starts (its own threads do not
+count against it), and gives torch's setting back afterwards.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import statistics
+import time
 from collections.abc import Iterator
 
 __all__ = ["free_cores", "resolve_n_threads", "torch_threads"]
+
+_SAMPLES = 5
+_SAMPLE_GAP_S = 0.001
+_CACHE_S = 0.5
+_LOADAVG = "/proc/loadavg"
+_cached: tuple[float, int] | None = None
 
 
 def _cpu_count() -> int:
@@ -26,19 +35,70 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _runnable_elsewhere() -> float | None:
+    """Threads of other processes that are running or ready to run now (Linux), or None where unknown.
+
+    The kernel's count of runnable threads (4th field of ``/proc/loadavg``)
+    includes this process's own threads, so those in state ``R`` are
+    subtracted: a process that has just trained on every core must not see
+    its own recent work as a neighbour's (the 1-minute load average does, and
+    made back-to-back fits on an idle machine drop to one thread). The count
+    is instantaneous, so a few samples a millisecond apart are taken and the
+    median kept, which ignores a neighbour's brief wake-ups.
+    """
+    samples = []
+    try:
+        for i in range(_SAMPLES):
+            if i:
+                time.sleep(_SAMPLE_GAP_S)
+            with open(_LOADAVG) as f:
+                running = int(f.read().split()[3].split("/")[0])
+            samples.append(max(0, running - _own_running_threads()))
+    except (OSError, ValueError, IndexError):
+        return None
+    return statistics.median(samples)
+
+
+def _own_running_threads() -> int:
+    count = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                # The state follows the command name, which is in parentheses and may hold spaces.
+                if f.read().rpartition(")")[2].split()[0] == "R":
+                    count += 1
+        except (OSError, IndexError):  # the thread ended between listdir and open
+            continue
+    return count
+
+
 def free_cores() -> int:
-    """Cores not used by other processes: the cores this process may use minus the 1-minute load average.
+    """Cores not used by other processes when the call is made.
+
+    On Linux: the cores this process may use minus the threads of *other*
+    processes that are running or waiting to run (the median of a few
+    samples a millisecond apart, see ``/proc/loadavg``). Elsewhere: the cores
+    minus the 1-minute load average. The answer is kept for half a second so
+    that many short predicts do not sample each time.
 
     Returns
     -------
     int
         At least 1.
     """
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        return _cpu_count()
-    return max(1, int(_cpu_count() - load + 0.5))
+    global _cached
+    now = time.monotonic()
+    if _cached is not None and now - _cached[0] < _CACHE_S:
+        return _cached[1]
+    busy = _runnable_elsewhere()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not on every platform
+            busy = 0.0
+    free = max(1, int(_cpu_count() - busy + 0.5))
+    _cached = (now, free)
+    return free
 
 
 def resolve_n_threads(n_threads: int | None) -> int:

@@ -34,17 +34,75 @@ def test_fit_and_predict_restore_the_thread_count(data, n_threads, expected):
     assert torch.get_num_threads() == before
 
 
-def test_auto_takes_free_cores_at_most_torchs_setting(monkeypatch):
+@pytest.fixture
+def fresh_cache(monkeypatch):
     import crysk._threads as threads
 
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    monkeypatch.setattr(threads, "_cached", None)
+    return threads
+
+
+def test_auto_takes_free_cores_at_most_torchs_setting(fresh_cache, monkeypatch, tmp_path):
+    threads = fresh_cache
+    loadavg = tmp_path / "loadavg"
+    monkeypatch.setattr(threads, "_LOADAVG", str(loadavg))
     monkeypatch.setattr(threads, "_cpu_count", lambda: 4)
+    monkeypatch.setattr(threads, "_own_running_threads", lambda: 2)
+    loadavg.write_text("7.00 7.00 7.00 3/120 4242\n")  # 3 runnable, 2 of them ours: 1 neighbour
     assert free_cores() == 3
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    monkeypatch.setattr(threads, "_cached", None)
+    loadavg.write_text("7.00 7.00 7.00 9/120 4242\n")
     assert free_cores() == 1
     assert resolve_n_threads(None) == 1
     with pytest.raises(ValueError, match="n_threads must be"):
         resolve_n_threads(0)
+
+
+def test_own_recent_work_is_not_a_neighbour(fresh_cache, monkeypatch, tmp_path):
+    # The 1-minute load average counts this process's own last fit; right after
+    # one, an idle machine must still offer every core.
+    threads = fresh_cache
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("2.00 2.00 2.00 1/120 4242\n")  # only the caller itself runs now
+    monkeypatch.setattr(threads, "_LOADAVG", str(loadavg))
+    monkeypatch.setattr(threads, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    assert free_cores() == 2
+
+
+def test_falls_back_to_the_load_average_without_proc(fresh_cache, monkeypatch, tmp_path):
+    threads = fresh_cache
+    monkeypatch.setattr(threads, "_LOADAVG", str(tmp_path / "missing"))
+    monkeypatch.setattr(threads, "_cpu_count", lambda: 4)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert free_cores() == 3
+
+
+def test_a_spinning_neighbour_is_seen(fresh_cache):
+    import subprocess
+    import sys
+    import time
+
+    threads = fresh_cache
+    if threads._runnable_elsewhere() is None:
+        pytest.skip("no /proc/loadavg on this platform")
+    assert threads._own_running_threads() >= 1  # the calling thread itself
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert threads._runnable_elsewhere() >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_the_answer_is_cached_briefly(fresh_cache, monkeypatch):
+    threads = fresh_cache
+    calls = []
+    monkeypatch.setattr(threads, "_runnable_elsewhere", lambda: calls.append(1) or 0)
+    free_cores()
+    free_cores()
+    assert len(calls) == 1
 
 
 def test_torch_threads_restores_on_error():
