@@ -410,6 +410,36 @@ class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
             return _pack([], settings, [] if ids is not None else None), skipped
         return (concatenate(graphs) if len(graphs) > 1 else graphs[0]), skipped
 
+    def transform_to_disk(
+        self, X: Any, path: Any, chunk_size: int = 10_000, ids: Any = None, **kwargs: Any
+    ) -> CrystalGraphs:
+        """Featurize a collection too large for memory into a graph store, resumably.
+
+        Same as :func:`crysk.store.featurize_to_disk` with this featurizer.
+
+        Parameters
+        ----------
+        X : str, os.PathLike or iterable
+            A folder of CIF files, a JSON-lines or CSV table, or any iterable
+            of structure inputs (see :func:`~crysk.store.featurize_to_disk`).
+        path : str or os.PathLike
+            The store directory to write.
+        chunk_size : int, default=10000
+            Structures per chunk (memory, and the unit of resumption).
+        ids : iterable, optional
+            One id per structure.
+        **kwargs
+            ``structure_col``, ``id_col``, ``mmap``, ``verbose``.
+
+        Returns
+        -------
+        CrystalGraphs
+            The finished store, memory-mapped unless ``mmap=False``.
+        """
+        from .store import featurize_to_disk
+
+        return featurize_to_disk(X, path, chunk_size=chunk_size, featurizer=self, ids=ids, **kwargs)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # stateless: transform needs no fit, and inputs are structures, not a 2-D array
