@@ -44,7 +44,7 @@ from ._files import atomic_open
 from ._version import __version__
 from .graphs import CrystalGraphs
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "write_store", "read_store", "is_store", "featurize_to_disk"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "write_store", "read_store", "read_header", "is_store", "featurize_to_disk"]
 
 #: The ``format`` field of ``header.json``.
 FORMAT_NAME = "crysk-graphs"
