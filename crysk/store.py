@@ -485,6 +485,8 @@ def featurize_to_disk(
     path = Path(path)
     if is_store(path):
         return read_store(path, mmap=mmap, expected_settings=settings)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file; featurize_to_disk writes a directory")
     if path.exists() and any(p.name != _CHUNKS for p in path.iterdir()) and not _chunk_paths(path).is_dir():
         raise ValueError(f"{str(path)!r} exists and is neither a graph store nor an unfinished one; choose a new path")
     folder = _chunk_paths(path)

@@ -2,7 +2,7 @@
 
 Rank 0 featurizes once into a graph store; every rank memory-maps it (the
 page cache holds one copy), trains on its share of each batch, and rank 0
-writes the model. Two CPU processes on the demo data take about a minute:
+writes the model. Two CPU processes on the demo data take a minute or two:
 
     torchrun --nproc_per_node 2 examples/ddp_train.py
     torchrun --nproc_per_node 4 examples/ddp_train.py --device cuda --store /scratch/graphs
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (each rank takes cuda:LOCAL_RANK)")
     parser.add_argument("--store", default=None, help="graph store directory shared by the ranks")
     parser.add_argument("--batch-size", type=int, default=32, help="crystals per rank and step")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--output", default="ddp-model.pt")
     args = parser.parse_args()
 

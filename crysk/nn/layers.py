@@ -200,6 +200,31 @@ class _EdgeConv(torch.autograd.Function):
                 None, None, None, None, None)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum a tensor over all ranks of the default process group, with the gradient summed alike.
+
+    (``torch.distributed.nn.functional.all_reduce`` does the same but is deprecated in favour of a
+    private module.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        # every rank's loss depends on every rank's input through the sum: the gradients add up
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def normalize(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """``bn(x)``; in data-parallel training, with batch statistics over every rank's share of the batch.
 
@@ -223,8 +248,7 @@ def normalize(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Ten
     """
     if not (bn.training and getattr(bn, "sync_stats", False)):
         return bn(x)
-    from torch.distributed.nn.functional import all_reduce
-
+    all_reduce = _AllReduceSum.apply
     # two passes (sum, then squared deviations) as torch's kernel: E[x^2] - mean^2 cancels badly in float32
     total = all_reduce(torch.cat([x.sum(0), x.new_full((1,), float(x.shape[0]))]))
     n = total[-1]
