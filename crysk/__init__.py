@@ -25,7 +25,7 @@ _LAZY = {
     "CrystalGraphFeaturizer": "featurizer",
     "CrystalGraphs": "graphs",
     "concatenate": "graphs",
-    "featurize_to_disk": "store",
+    "featurize_to_disk": "featurizer",
     "CrystalInputError": "structures",
     "as_structure": "structures",
     "ElementDescriptor": "baselines",
@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     )
     from .featurizer import CrystalGraphFeaturizer
     from .graphs import CrystalGraphs, concatenate
-    from .store import featurize_to_disk
+    from .featurizer import featurize_to_disk
     from .structures import CrystalInputError, as_structure
     from .checkpoints import CheckpointError
     from .estimators import load

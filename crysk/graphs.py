@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: featurizing never needs it
+    from pathlib import Path
+
     import torch
 
 __all__ = ["CrystalGraphs", "GraphTensors", "concatenate"]
@@ -338,9 +340,18 @@ class CrystalGraphs:
         import zipfile
 
         if os.path.isdir(path):
-            from .store import read_store
+            from .store import read_arrays
 
-            return read_store(path, mmap=mmap, expected_settings=expected_settings)
+            arrays, header = read_arrays(path, mmap=mmap, expected_settings=expected_settings)
+            ids = arrays.get("ids")
+            graphs = cls(
+                *(arrays[k] for k in ("atomic_numbers", "degrees", "neighbors", "distances", "atom_offsets")),
+                header["settings"],
+                None if ids is None else ids.tolist(),
+            )
+            # derived, but on disk: computing it would read every atom's degree
+            graphs._edge_offsets = np.asarray(arrays["edge_offsets"])
+            return graphs
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
@@ -357,9 +368,11 @@ class CrystalGraphs:
             None if ids is None else ids.tolist(),
         )
         if expected_settings is not None:
-            from .featurizer import check_settings
+            from .store import settings_differences
 
-            check_settings(graphs, dict(expected_settings), "the caller")
+            diffs = settings_differences(graphs.settings, dict(expected_settings))
+            if diffs:
+                raise ValueError(f"the graphs in {str(path)!r} were made with other settings: {', '.join(diffs)}")
         return graphs
 
     @property

@@ -15,25 +15,24 @@ Every array is a plain little-endian ``.npy`` file (numpy's documented
 format, readable from any language and memory-mappable; no pickled object
 anywhere), so a store written on one machine loads on another and a
 training run can read batches straight from the page cache
-(``CrystalGraphs.load(path, mmap=True)``). ``edge_offsets`` is derived data
+(``CrystalGraphs.load(path, mmap=True)``). This module is the format alone (it knows
+nothing of ``CrystalGraphs``, which builds on it). ``edge_offsets`` is derived data
 kept on disk so that opening a store costs ``O(n_crystals)``, not a pass over
 every atom. ``header.json`` is written last: a directory without it is an
 unfinished store and is never read as a finished one.
 
-:func:`featurize_to_disk` featurizes inputs larger than memory chunk by
+:func:`crysk.featurizer.featurize_to_disk` featurizes inputs larger than memory chunk by
 chunk into such a store; each finished chunk is itself a small store under
 ``<path>/_chunks/``, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import numbers
 import os
 import secrets
 import shutil
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,8 @@ import numpy as np
 
 from ._files import atomic_open
 from ._version import __version__
-from .graphs import CrystalGraphs
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "write_store", "read_store", "read_header", "is_store", "featurize_to_disk"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "write_store", "read_arrays", "read_header", "is_store", "settings_differences"]
 
 #: The ``format`` field of ``header.json``.
 FORMAT_NAME = "crysk-graphs"
@@ -108,7 +106,7 @@ def _write_npy(path: Path, chunks: Iterable[np.ndarray], dtype: np.dtype, length
         os.fsync(fh.fileno())
 
 
-def _header(graphs: CrystalGraphs, ids: np.ndarray | None, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+def _header(graphs: Any, ids: np.ndarray | None, extra: Mapping[str, Any] | None) -> dict[str, Any]:
     arrays = {name: {"dtype": dtype.str, "shape": [0]} for name, dtype in _LAYOUT.items()}
     arrays["atomic_numbers"]["shape"] = arrays["degrees"]["shape"] = [len(graphs.atomic_numbers)]
     arrays["neighbors"]["shape"] = arrays["distances"]["shape"] = [len(graphs.neighbors)]
@@ -157,7 +155,7 @@ def _replace_dir(tmp: Path, path: Path) -> None:
 
 
 def write_store(
-    graphs: CrystalGraphs, path: str | os.PathLike, extra: Mapping[str, Any] | None = None
+    graphs: Any, path: str | os.PathLike, extra: Mapping[str, Any] | None = None
 ) -> Path:
     """Write ``graphs`` as a graph store (a directory of ``.npy`` files and ``header.json``).
 
@@ -168,7 +166,8 @@ def write_store(
     Parameters
     ----------
     graphs : CrystalGraphs
-        The graphs to write (in memory or memory-mapped).
+        The graphs to write (in memory or memory-mapped; anything with their
+        array attributes, ``settings`` and ``ids``).
     path : str or os.PathLike
         The directory to create.
     extra : mapping, optional
@@ -198,7 +197,7 @@ def write_store(
     return path
 
 
-def _write_arrays(graphs: CrystalGraphs, folder: Path, extra: Mapping[str, Any] | None) -> None:
+def _write_arrays(graphs: Any, folder: Path, extra: Mapping[str, Any] | None) -> None:
     ids = _ids_array(graphs.ids)
     for name, dtype in _LAYOUT.items():
         array = getattr(graphs, name)
@@ -250,26 +249,44 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     return header
 
 
-def read_store(
+def settings_differences(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """Describe each setting of ``expected`` that ``actual`` does not share.
+
+    Parameters
+    ----------
+    actual, expected : mapping
+        Featurizer settings (``radius``, ``max_num_nbr``, ``element_table``).
+
+    Returns
+    -------
+    list of str
+        e.g. ``["radius=6.0 (expected 8.0)"]``; empty when they agree.
+    """
+    return [f"{k}={actual.get(k)!r} (expected {v!r})" for k, v in expected.items() if actual.get(k) != v]
+
+
+def read_arrays(
     path: str | os.PathLike, mmap: bool = True, expected_settings: Mapping[str, Any] | None = None
-) -> CrystalGraphs:
-    """Open a graph store written by :func:`write_store` or :func:`featurize_to_disk`.
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Open the arrays of a graph store written by :func:`write_store` (``CrystalGraphs.load`` builds on it).
 
     Parameters
     ----------
     path : str or os.PathLike
         The store's directory.
     mmap : bool, default=True
-        Memory-map the arrays (read-only) instead of reading them: opening
-        costs ``O(n_crystals)`` memory (offsets and ids), and the atoms and
-        edges are paged in as batches touch them.
+        Memory-map the arrays (read-only) instead of reading them: the atoms
+        and edges are then paged in as they are touched.
     expected_settings : mapping, optional
         Featurizer settings the graphs must have been made with (e.g.
         ``CrystalGraphFeaturizer().settings``); a mismatch raises.
 
     Returns
     -------
-    CrystalGraphs
+    arrays : dict of numpy.ndarray
+        By name (see the module description).
+    header : dict
+        The checked ``header.json``.
 
     Raises
     ------
@@ -278,8 +295,6 @@ def read_store(
         dtype or length differs from the header), or made with other
         settings than ``expected_settings``.
     """
-    from .featurizer import settings_differences
-
     path = Path(path)
     header = read_header(path)
     if expected_settings is not None:
@@ -304,242 +319,21 @@ def read_store(
     edge_offsets = arrays["edge_offsets"]
     if len(edge_offsets) and (edge_offsets[0] != 0 or edge_offsets[-1] != len(arrays["neighbors"])):
         raise ValueError(f"{str(path)!r}: edge_offsets do not span the edges: the store is damaged")
-    ids = arrays.get("ids")
-    graphs = CrystalGraphs(
-        arrays["atomic_numbers"],
-        arrays["degrees"],
-        arrays["neighbors"],
-        arrays["distances"],
-        arrays["atom_offsets"],
-        header["settings"],
-        None if ids is None else ids.tolist(),
-    )
-    # derived, but on disk: computing it would read every atom's degree
-    graphs._edge_offsets = np.asarray(edge_offsets)
-    return graphs
+    return arrays, header
 
 
-# ---------------------------------------------------------------------------- featurize_to_disk
-def _jsonl_records(path: Path) -> Iterator[dict]:
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
-
-
-def _iter_source(
-    source: Any, ids: Iterable | None, structure_col: str, id_col: str | None, chunk_size: int
-) -> Iterator[tuple[Any, Any]]:
-    """``(id, structure input)`` pairs of ``source``, read lazily; ids default to positions."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            files = sorted(path.glob("*.cif"))
-            if not files:
-                raise ValueError(f"{str(path)!r} holds no .cif files")
-            pairs = ((f.stem, f.read_text(encoding="utf-8", errors="replace")) for f in files)
-            yield from pairs if ids is None else zip(ids, (item for _, item in pairs))
-            return
-        name = path.name.lower().removesuffix(".gz")
-        if name.endswith((".jsonl", ".ndjson", ".json")):
-            records = _jsonl_records(path)
-        elif name.endswith(".csv"):
-            import pandas as pd
-
-            usecols = [structure_col] + ([id_col] if id_col else [])
-            frames = pd.read_csv(path, usecols=usecols, chunksize=chunk_size)
-            records = (row for frame in frames for row in frame.to_dict("records"))
-        else:
-            raise ValueError(
-                f"cannot stream {str(path)!r}: featurize_to_disk reads a folder of .cif files, JSON lines "
-                "(.jsonl/.jsonl.gz) or CSV (.csv/.csv.gz); pass anything else as an iterable of structures"
-            )
-        positions = itertools.count()
-        for record in records:
-            try:
-                item = record[structure_col]
-            except KeyError:
-                raise ValueError(f"{str(path)!r}: a record has no {structure_col!r} field (set structure_col=)") from None
-            rid = record[id_col] if id_col else next(positions)
-            yield rid, item
-        return
-    if hasattr(source, "iloc") or isinstance(source, (list, tuple, np.ndarray)):
-        from .structures import as_sequence, input_ids
-
-        seq = as_sequence(source)
-        ids = ids if ids is not None else input_ids(source)
-        items = (seq[i] for i in range(len(seq)))
-    else:
-        items = iter(source)
-    yield from zip(itertools.count() if ids is None else ids, items)
-
-
-def _chunk_paths(path: Path) -> Path:
-    return path / _CHUNKS
-
-
-def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Start a chunk folder, or check that an existing one belongs to the same run."""
-    file = folder / "manifest.json"
-    if file.is_file():
-        old = json.loads(file.read_text(encoding="utf-8"))
-        differ = [k for k in manifest if old.get(k) != manifest[k]]
-        if differ:
-            raise ValueError(
-                f"{str(folder.parent)!r} holds chunks of an unfinished run with other {differ} "
-                f"({ {k: old.get(k) for k in differ} } vs { {k: manifest[k] for k in differ} }); "
-                "rerun with the same arguments to resume, or choose a new path"
-            )
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_open(file) as fh:
-        fh.write(json.dumps(manifest).encode("utf-8"))
-
-
-def featurize_to_disk(
-    source: Any,
-    path: str | os.PathLike,
-    *,
-    chunk_size: int = 10_000,
-    featurizer: Any = None,
-    ids: Iterable | None = None,
-    structure_col: str = "cif",
-    id_col: str | None = None,
-    mmap: bool = True,
-    verbose: bool = False,
-) -> CrystalGraphs:
-    """Featurize a collection too large for memory into a graph store, chunk by chunk, resumably.
-
-    Inputs are read lazily and featurized ``chunk_size`` at a time (each
-    chunk with the featurizer's ``n_jobs`` processes); each finished chunk is
-    written to ``<path>/_chunks/`` at once. Memory stays bounded by about one
-    chunk's inputs and graphs, whatever the total. When every chunk is done
-    they are joined into one store at ``path`` (streamed, one chunk in memory
-    at a time) and the chunk folder is removed.
-
-    Rerunning after an interruption (crash, Ctrl-C, a killed job) keeps the
-    finished chunks and featurizes only the rest: the source must yield the
-    same items in the same order (a file, a folder or a list does; make a
-    generator repeatable). A rerun with other settings or ``chunk_size``
-    refuses to mix chunks. If ``path`` already holds a finished store made
-    with the same settings, it is opened and returned.
+def assemble_chunks(chunks: list[Path], path: Path, settings: dict[str, Any]) -> None:
+    """Join chunk stores into one store at ``path``, streaming: one chunk's arrays in memory at a time.
 
     Parameters
     ----------
-    source : str, os.PathLike or iterable
-        A folder of ``.cif`` files (ids: file names without ``.cif``, in
-        sorted order), a JSON-lines (``.jsonl``/``.jsonl.gz``) or CSV
-        (``.csv``/``.csv.gz``) table with structures in ``structure_col``,
-        or any iterable of structure inputs (list, pandas Series, generator
-        of CIF text or pymatgen Structures, ...).
-    path : str or os.PathLike
-        The store directory to create.
-    chunk_size : int, default=10000
-        Structures per chunk: the unit of memory, of progress kept after an
-        interruption, and of work lost by one.
-    featurizer : CrystalGraphFeaturizer, optional
-        Its ``radius``, ``max_num_nbr``, ``n_jobs`` and ``errors`` are used
-        (default: ``CrystalGraphFeaturizer()``). With ``errors="skip"``
-        unusable structures are left out and listed in the header under
-        ``"skipped"``.
-    ids : iterable, optional
-        One id per structure (default: the folder's file names, the table's
-        ``id_col``, a pandas index, or else the position in the source).
-    structure_col : str, default="cif"
-        Field or column of a table that holds the structures.
-    id_col : str, optional
-        Field or column of a table that holds the ids.
-    mmap : bool, default=True
-        Return the store memory-mapped (see :func:`read_store`).
-    verbose : bool, default=False
-        Print one line per chunk (to stderr).
-
-    Returns
-    -------
-    CrystalGraphs
-        The finished store, opened with :func:`read_store`.
-
-    Raises
-    ------
-    CrystalInputError
-        With ``errors="raise"``, for the first unusable structure (its
-        position counts from the start of the source); the chunks finished
-        before it are kept.
-    ValueError
-        For a bad ``chunk_size``, an unreadable source, or a path holding
-        something else.
+    chunks : list of pathlib.Path
+        Finished stores, in order.
+    path : pathlib.Path
+        The store to write; its ``header.json`` is written last.
+    settings : dict
+        The featurizer settings of every chunk.
     """
-    import sys
-
-    from ._validation import check_number
-    from .featurizer import CrystalGraphFeaturizer
-    from .structures import CrystalInputError
-
-    check_number("chunk_size", chunk_size, integer=True, low=1)
-    featurizer = CrystalGraphFeaturizer() if featurizer is None else featurizer
-    featurizer.fit()  # checks its parameters
-    settings = featurizer.settings
-    path = Path(path)
-    if is_store(path):
-        return read_store(path, mmap=mmap, expected_settings=settings)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{str(path)!r} is a file; featurize_to_disk writes a directory")
-    if path.exists() and any(p.name != _CHUNKS for p in path.iterdir()) and not _chunk_paths(path).is_dir():
-        raise ValueError(f"{str(path)!r} exists and is neither a graph store nor an unfinished one; choose a new path")
-    folder = _chunk_paths(path)
-    _check_manifest(folder, {"settings": settings, "chunk_size": int(chunk_size), "format_version": FORMAT_VERSION})
-
-    pairs = _iter_source(source, ids, structure_col, id_col, chunk_size)
-    done = []
-    for k in itertools.count():
-        block = list(itertools.islice(pairs, chunk_size))
-        if not block:
-            break
-        chunk = folder / f"chunk-{k:06d}"
-        done.append(chunk)
-        if is_store(chunk):
-            continue  # finished by an earlier run
-        start = k * chunk_size
-        chunk_ids, items = zip(*block)
-        try:
-            with warnings.catch_warnings():
-                # the chunk's warning would count positions inside the chunk; one warning at the end instead
-                warnings.filterwarnings("ignore", message="left out", category=UserWarning)
-                graphs, skipped = featurizer.transform_with_skipped(list(items), ids=list(chunk_ids))
-        except CrystalInputError as exc:
-            # positions inside the chunk -> positions in the source
-            raise CrystalInputError(exc.reason, None if exc.index is None else exc.index + start, exc.id) from exc
-        del block, items
-        extra = {
-            "first": start,
-            "n_inputs": len(chunk_ids),
-            "skipped": [
-                {"index": None if e.index is None else e.index + start, "id": e.id, "reason": e.reason}
-                for e in skipped
-            ],
-        }
-        write_store(graphs, chunk, extra)
-        if verbose:
-            print(f"featurize_to_disk: chunk {k} ({start + len(chunk_ids):,} structures read) written", file=sys.stderr)
-    _assemble(done, path, settings)
-    shutil.rmtree(folder, ignore_errors=True)
-    skipped = read_header(path).get("skipped", [])
-    if skipped:
-        first = skipped[0]
-        warnings.warn(
-            f"left out {len(skipped)} structures; first: #{first['index']} (id {first['id']!r}): {first['reason']}. "
-            f"The header of {str(path)!r} lists them all under 'skipped'",
-            UserWarning,
-            stacklevel=2,
-        )
-    return read_store(path, mmap=mmap, expected_settings=settings)
-
-
-def _assemble(chunks: list[Path], path: Path, settings: dict[str, Any]) -> None:
-    """Join chunk stores into one at ``path``, streaming: one chunk's arrays in memory at a time."""
     headers = [read_header(c) for c in chunks]
     n_atoms = [h["n_atoms"] for h in headers]
     n_edges = [h["n_edges"] for h in headers]
