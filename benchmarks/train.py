@@ -9,6 +9,7 @@ Run one size per process so peak RSS belongs to that size:
     python benchmarks/train.py --n 10000
     python benchmarks/train.py --n 10000 --device cuda --epochs 5
     python benchmarks/train.py --n 2000 --no-malloc-tuning    # glibc's own malloc settings
+    python benchmarks/train.py --n 10000 --compile            # torch.compile (dynamic shapes)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument(
         "--no-malloc-tuning", action="store_true", help="fit with malloc_tuning=False (glibc's own malloc settings)"
     )
+    parser.add_argument("--compile", action="store_true", help="fit with compile=True (torch.compile)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 
@@ -62,6 +64,7 @@ def main() -> None:
         device=args.device,
         malloc_tuning=not args.no_malloc_tuning,
         random_state=0,
+        compile=args.compile,
     )
     model.fit(graphs, y)
     durations = [row["dur"] for row in model.history]
@@ -71,6 +74,10 @@ def main() -> None:
     print(f"crystals: {len(graphs)} ({len(skipped)} left out), featurized in {featurize:.1f} s")
     print("graphs/s per epoch: " + ", ".join(f"{r:,.0f}" for r in rates))
     print(f"steady state (epochs 2+): {steady:,.0f} graphs/s")
+    if args.compile and len(durations) > 1:
+        # the first epoch pays the compilation (and the warm-up both runs pay)
+        print(f"compiled: first epoch {durations[0]:.1f} s vs {np.mean(durations[1:]):.1f} s later "
+              f"(compilation ~{durations[0] - np.mean(durations[1:]):.0f} s)")
     print(f"peak RSS: {peak_rss_mb():,.0f} MB (RSS before training: {before_fit:,.0f} MB)")
     if args.device.startswith("cuda"):
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB")

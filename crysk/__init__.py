@@ -25,6 +25,7 @@ _LAZY = {
     "CrystalGraphFeaturizer": "featurizer",
     "CrystalGraphs": "graphs",
     "concatenate": "graphs",
+    "featurize_to_disk": "featurizer",
     "CrystalInputError": "structures",
     "as_structure": "structures",
     "ElementDescriptor": "baselines",
@@ -46,7 +47,7 @@ _LAZY = {
 # submodules reachable as attributes (``crysk.transfer.load_checkpoint``), as with eager imports
 _SUBMODULES = {
     "baselines", "checkpoints", "cli", "correction", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
-    "graphs", "nn", "parallel", "plotting", "structures", "targets", "transfer",
+    "graphs", "nn", "parallel", "plotting", "store", "structures", "targets", "transfer",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     )
     from .featurizer import CrystalGraphFeaturizer
     from .graphs import CrystalGraphs, concatenate
+    from .featurizer import featurize_to_disk
     from .structures import CrystalInputError, as_structure
     from .checkpoints import CheckpointError
     from .estimators import load

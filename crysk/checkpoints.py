@@ -84,10 +84,19 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
     Returns
     -------
     pathlib.Path
+
+    Notes
+    -----
+    In a data-parallel run (:mod:`crysk.distributed`) only rank 0 writes:
+    every rank holds the same weights, and several processes replacing one
+    file would race. The other ranks return ``path`` without writing.
     """
     from ._files import atomic_open
+    from .distributed import rank
 
     path = Path(path)
+    if rank() != 0:
+        return path
     # the temporary file gets 0o666 & ~umask, as any file the user creates (mkstemp's 0o600 would survive the rename)
     with atomic_open(path) as fh:
         torch.save(dict(payload), fh)

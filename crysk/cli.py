@@ -351,7 +351,10 @@ def _predict(args: argparse.Namespace) -> int:
     if not is_classifier and not hasattr(model, "target_scaler_"):
         raise CLIError(f"{args.model!r} holds a {type(model).__name__}, which makes no predictions; "
                        "use it as warm_start_from= of a regressor")
-    if len(args.structures) == 1 and args.structures[0].endswith(".npz") and args.folder is None:
+    one = args.structures[0] if len(args.structures) == 1 else ""
+    from .store import is_store
+
+    if (one.endswith(".npz") or is_store(one)) and args.folder is None:
         graphs = CrystalGraphs.load(args.structures[0])[: args.nrows]
         names = [str(i) for i in graphs.ids] if graphs.ids is not None else [str(i) for i in range(len(graphs))]
     else:
@@ -438,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Featurize structures once (e.g. on a cluster) and save the graphs; "
                                       "crysk predict and Python code (CrystalGraphs.load) reuse them.")
     feat.add_argument("structures", nargs="*", help="CIF/POSCAR files")
-    feat.add_argument("-o", "--output", required=True, help="graphs file to write (.npz)")
+    feat.add_argument("-o", "--output", required=True, help="graphs to write: a .npz file, or any other path for a "
+                      "memory-mappable graph store directory")
     feat.add_argument("--radius", type=float, default=8.0, help="neighbour cut-off in Å (default 8)")
     feat.add_argument("--max-num-nbr", type=_positive_int, default=12, help="neighbours per atom (default 12)")
     _add_input_options(feat, table=True)
@@ -480,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Predict with a checkpoint; prints id<TAB>prediction lines, or writes a CSV "
                                       "with -o.")
     pred.add_argument("model", help="checkpoint file (crysk, or an original CGCNN .pth.tar)")
-    pred.add_argument("structures", nargs="*", help="CIF/POSCAR files, or one .npz file from crysk featurize")
+    pred.add_argument("structures", nargs="*", help="CIF/POSCAR files, or one .npz file or graph store from crysk featurize")
     pred.add_argument("-o", "--output", help="write the predictions to this CSV file (columns id, prediction)")
     _add_input_options(pred, table=False)
     pred.set_defaults(func=_predict)

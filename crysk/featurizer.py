@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+import shutil
 import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,10 +16,12 @@ from pymatgen.core import Structure
 from pymatgen.optimization.neighbors import find_points_in_spheres
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from ._files import atomic_open
 from ._validation import check_number, check_option
 from .elements import element_table_id
 from .graphs import CrystalGraphs, concatenate
 from .parallel import map_chunks
+from .store import FORMAT_VERSION, assemble_chunks, is_store, read_header, settings_differences, write_store
 from .structures import (
     MIN_DISTANCE,
     CrystalInputError,
@@ -22,7 +30,9 @@ from .structures import (
     structure_and_numbers,
 )
 
-__all__ = ["CrystalGraphFeaturizer", "graph_settings", "check_settings", "settings_differences"]
+_CHUNKS = "_chunks"
+
+__all__ = ["CrystalGraphFeaturizer", "featurize_to_disk", "graph_settings", "check_settings", "settings_differences"]
 
 _PBC = np.ones(3, dtype=np.int64)
 
@@ -42,22 +52,6 @@ def graph_settings(radius: float, max_num_nbr: int) -> dict[str, Any]:
     dict
     """
     return {"radius": float(radius), "max_num_nbr": int(max_num_nbr), "element_table": element_table_id()}
-
-
-def settings_differences(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """Describe each setting of ``expected`` that ``actual`` does not share.
-
-    Parameters
-    ----------
-    actual, expected : dict
-        Graph settings (see :func:`graph_settings`).
-
-    Returns
-    -------
-    list of str
-        e.g. ``["radius=6.0 (expected 8.0)"]``; empty when they agree.
-    """
-    return [f"{k}={actual.get(k)!r} (expected {v!r})" for k, v in expected.items() if actual.get(k) != v]
 
 
 def check_settings(graphs: CrystalGraphs, expected: dict[str, Any], what: str = "this model") -> None:
@@ -410,6 +404,34 @@ class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
             return _pack([], settings, [] if ids is not None else None), skipped
         return (concatenate(graphs) if len(graphs) > 1 else graphs[0]), skipped
 
+    def transform_to_disk(
+        self, X: Any, path: Any, chunk_size: int = 10_000, ids: Any = None, **kwargs: Any
+    ) -> CrystalGraphs:
+        """Featurize a collection too large for memory into a graph store, resumably.
+
+        Same as :func:`crysk.store.featurize_to_disk` with this featurizer.
+
+        Parameters
+        ----------
+        X : str, os.PathLike or iterable
+            A folder of CIF files, a JSON-lines or CSV table, or any iterable
+            of structure inputs (see :func:`~crysk.store.featurize_to_disk`).
+        path : str or os.PathLike
+            The store directory to write.
+        chunk_size : int, default=10000
+            Structures per chunk (memory, and the unit of resumption).
+        ids : iterable, optional
+            One id per structure.
+        **kwargs
+            ``structure_col``, ``id_col``, ``mmap``, ``verbose``.
+
+        Returns
+        -------
+        CrystalGraphs
+            The finished store, memory-mapped unless ``mmap=False``.
+        """
+        return featurize_to_disk(X, path, chunk_size=chunk_size, featurizer=self, ids=ids, **kwargs)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # stateless: transform needs no fit, and inputs are structures, not a 2-D array
@@ -417,3 +439,216 @@ class CrystalGraphFeaturizer(TransformerMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.input_tags.string = True
         return tags
+
+
+# ---------------------------------------------------------------------------- featurize_to_disk
+def _jsonl_records(path: Path) -> Iterator[dict]:
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _iter_source(
+    source: Any, ids: Iterable | None, structure_col: str, id_col: str | None, chunk_size: int
+) -> Iterator[tuple[Any, Any]]:
+    """``(id, structure input)`` pairs of ``source``, read lazily; ids default to positions."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(path.glob("*.cif"))
+            if not files:
+                raise ValueError(f"{str(path)!r} holds no .cif files")
+            pairs = ((f.stem, f.read_text(encoding="utf-8", errors="replace")) for f in files)
+            yield from pairs if ids is None else zip(ids, (item for _, item in pairs))
+            return
+        name = path.name.lower().removesuffix(".gz")
+        if name.endswith((".jsonl", ".ndjson", ".json")):
+            records = _jsonl_records(path)
+        elif name.endswith(".csv"):
+            import pandas as pd
+
+            usecols = [structure_col] + ([id_col] if id_col else [])
+            frames = pd.read_csv(path, usecols=usecols, chunksize=chunk_size)
+            records = (row for frame in frames for row in frame.to_dict("records"))
+        else:
+            raise ValueError(
+                f"cannot stream {str(path)!r}: featurize_to_disk reads a folder of .cif files, JSON lines "
+                "(.jsonl/.jsonl.gz) or CSV (.csv/.csv.gz); pass anything else as an iterable of structures"
+            )
+        positions = itertools.count()
+        for record in records:
+            try:
+                item = record[structure_col]
+            except KeyError:
+                raise ValueError(f"{str(path)!r}: a record has no {structure_col!r} field (set structure_col=)") from None
+            rid = record[id_col] if id_col else next(positions)
+            yield rid, item
+        return
+    if hasattr(source, "iloc") or isinstance(source, (list, tuple, np.ndarray)):
+        seq = as_sequence(source)
+        ids = ids if ids is not None else input_ids(source)
+        items = (seq[i] for i in range(len(seq)))
+    else:
+        items = iter(source)
+    yield from zip(itertools.count() if ids is None else ids, items)
+
+
+def _chunk_paths(path: Path) -> Path:
+    return path / _CHUNKS
+
+
+def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Start a chunk folder, or check that an existing one belongs to the same run."""
+    file = folder / "manifest.json"
+    if file.is_file():
+        old = json.loads(file.read_text(encoding="utf-8"))
+        differ = [k for k in manifest if old.get(k) != manifest[k]]
+        if differ:
+            raise ValueError(
+                f"{str(folder.parent)!r} holds chunks of an unfinished run with other {differ} "
+                f"({ {k: old.get(k) for k in differ} } vs { {k: manifest[k] for k in differ} }); "
+                "rerun with the same arguments to resume, or choose a new path"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_open(file) as fh:
+        fh.write(json.dumps(manifest).encode("utf-8"))
+
+
+def featurize_to_disk(
+    source: Any,
+    path: str | os.PathLike,
+    *,
+    chunk_size: int = 10_000,
+    featurizer: Any = None,
+    ids: Iterable | None = None,
+    structure_col: str = "cif",
+    id_col: str | None = None,
+    mmap: bool = True,
+    verbose: bool = False,
+) -> CrystalGraphs:
+    """Featurize a collection too large for memory into a graph store, chunk by chunk, resumably.
+
+    Inputs are read lazily and featurized ``chunk_size`` at a time (each
+    chunk with the featurizer's ``n_jobs`` processes); each finished chunk is
+    written to ``<path>/_chunks/`` at once. Memory stays bounded by about one
+    chunk's inputs and graphs, whatever the total. When every chunk is done
+    they are joined into one store at ``path`` (streamed, one chunk in memory
+    at a time) and the chunk folder is removed.
+
+    Rerunning after an interruption (crash, Ctrl-C, a killed job) keeps the
+    finished chunks and featurizes only the rest: the source must yield the
+    same items in the same order (a file, a folder or a list does; make a
+    generator repeatable). A rerun with other settings or ``chunk_size``
+    refuses to mix chunks. If ``path`` already holds a finished store made
+    with the same settings, it is opened and returned.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or iterable
+        A folder of ``.cif`` files (ids: file names without ``.cif``, in
+        sorted order), a JSON-lines (``.jsonl``/``.jsonl.gz``) or CSV
+        (``.csv``/``.csv.gz``) table with structures in ``structure_col``,
+        or any iterable of structure inputs (list, pandas Series, generator
+        of CIF text or pymatgen Structures, ...).
+    path : str or os.PathLike
+        The store directory to create.
+    chunk_size : int, default=10000
+        Structures per chunk: the unit of memory, of progress kept after an
+        interruption, and of work lost by one.
+    featurizer : CrystalGraphFeaturizer, optional
+        Its ``radius``, ``max_num_nbr``, ``n_jobs`` and ``errors`` are used
+        (default: ``CrystalGraphFeaturizer()``). With ``errors="skip"``
+        unusable structures are left out and listed in the header under
+        ``"skipped"``.
+    ids : iterable, optional
+        One id per structure (default: the folder's file names, the table's
+        ``id_col``, a pandas index, or else the position in the source).
+    structure_col : str, default="cif"
+        Field or column of a table that holds the structures.
+    id_col : str, optional
+        Field or column of a table that holds the ids.
+    mmap : bool, default=True
+        Return the store memory-mapped (see ``CrystalGraphs.load``).
+    verbose : bool, default=False
+        Print one line per chunk (to stderr).
+
+    Returns
+    -------
+    CrystalGraphs
+        The finished store, opened with ``CrystalGraphs.load``.
+
+    Raises
+    ------
+    CrystalInputError
+        With ``errors="raise"``, for the first unusable structure (its
+        position counts from the start of the source); the chunks finished
+        before it are kept.
+    ValueError
+        For a bad ``chunk_size``, an unreadable source, or a path holding
+        something else.
+    """
+    import sys
+
+    check_number("chunk_size", chunk_size, integer=True, low=1)
+    featurizer = CrystalGraphFeaturizer() if featurizer is None else featurizer
+    featurizer.fit()  # checks its parameters
+    settings = featurizer.settings
+    path = Path(path)
+    if is_store(path):
+        return CrystalGraphs.load(path, mmap=mmap, expected_settings=settings)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file; featurize_to_disk writes a directory")
+    if path.exists() and any(p.name != _CHUNKS for p in path.iterdir()) and not _chunk_paths(path).is_dir():
+        raise ValueError(f"{str(path)!r} exists and is neither a graph store nor an unfinished one; choose a new path")
+    folder = _chunk_paths(path)
+    _check_manifest(folder, {"settings": settings, "chunk_size": int(chunk_size), "format_version": FORMAT_VERSION})
+
+    pairs = _iter_source(source, ids, structure_col, id_col, chunk_size)
+    done = []
+    for k in itertools.count():
+        block = list(itertools.islice(pairs, chunk_size))
+        if not block:
+            break
+        chunk = folder / f"chunk-{k:06d}"
+        done.append(chunk)
+        if is_store(chunk):
+            continue  # finished by an earlier run
+        start = k * chunk_size
+        chunk_ids, items = zip(*block)
+        try:
+            with warnings.catch_warnings():
+                # the chunk's warning would count positions inside the chunk; one warning at the end instead
+                warnings.filterwarnings("ignore", message="left out", category=UserWarning)
+                graphs, skipped = featurizer.transform_with_skipped(list(items), ids=list(chunk_ids))
+        except CrystalInputError as exc:
+            # positions inside the chunk -> positions in the source
+            raise CrystalInputError(exc.reason, None if exc.index is None else exc.index + start, exc.id) from exc
+        del block, items
+        extra = {
+            "first": start,
+            "n_inputs": len(chunk_ids),
+            "skipped": [
+                {"index": None if e.index is None else e.index + start, "id": e.id, "reason": e.reason}
+                for e in skipped
+            ],
+        }
+        write_store(graphs, chunk, extra)
+        if verbose:
+            print(f"featurize_to_disk: chunk {k} ({start + len(chunk_ids):,} structures read) written", file=sys.stderr)
+    assemble_chunks(done, path, settings)
+    shutil.rmtree(folder, ignore_errors=True)
+    skipped = read_header(path).get("skipped", [])
+    if skipped:
+        first = skipped[0]
+        warnings.warn(
+            f"left out {len(skipped)} structures; first: #{first['index']} (id {first['id']!r}): {first['reason']}. "
+            f"The header of {str(path)!r} lists them all under 'skipped'",
+            UserWarning,
+            stacklevel=2,
+        )
+    return CrystalGraphs.load(path, mmap=mmap, expected_settings=settings)

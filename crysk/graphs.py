@@ -17,13 +17,17 @@ so an average Materials Project crystal (30 atoms x 12 edges) takes under 3 KB.
 
 from __future__ import annotations
 
+import mmap as _mmap
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: featurizing never needs it
+    from pathlib import Path
+
     import torch
 
 __all__ = ["CrystalGraphs", "GraphTensors", "concatenate"]
@@ -37,6 +41,15 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     shift = np.asarray(starts, dtype=np.int64) - (np.cumsum(lengths) - lengths)
     return np.repeat(shift, lengths) + np.arange(total, dtype=np.int64)
+
+
+def _is_mapped(array: np.ndarray) -> bool:
+    """Whether ``array`` (or what it views) is a memory map."""
+    while array is not None:
+        if isinstance(array, (np.memmap, _mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
 
 
 def _torch_ranges(starts: torch.Tensor, lengths: torch.Tensor, total: int) -> torch.Tensor:
@@ -194,7 +207,7 @@ class CrystalGraphs:
                 stop = max(start, stop)
                 a0, a1 = self.atom_offsets[start], self.atom_offsets[stop]
                 e0, e1 = self.edge_offsets[start], self.edge_offsets[stop]
-                return CrystalGraphs(
+                out = CrystalGraphs(
                     self.atomic_numbers[a0:a1],
                     self.degrees[a0:a1],
                     self.neighbors[e0:e1],
@@ -203,6 +216,9 @@ class CrystalGraphs:
                     self.settings,
                     None if self.ids is None else self.ids[start:stop],
                 )
+                # known already: recomputing it would read every degree (all of a memory map)
+                out._edge_offsets = self.edge_offsets[start : stop + 1] - e0
+                return out
             key = np.arange(start, stop, step, dtype=np.int64)
         return self.take(key)
 
@@ -245,20 +261,33 @@ class CrystalGraphs:
         return state
 
     # -- files -------------------------------------------------------------------
-    def save(self, path) -> "Path":
-        """Write the graphs to a ``.npz`` file (numpy arrays, no pickled objects).
+    def save(self, path: str | os.PathLike) -> "Path":
+        """Write the graphs to disk (numpy arrays only, never pickled objects).
+
+        A path ending in ``.npz`` gets one numpy ``.npz`` file (compact, read
+        whole). Any other path becomes a **graph store**: a directory of
+        ``.npy`` files and a ``header.json`` with the format version and the
+        featurizer settings (described in :mod:`crysk.store`), which
+        :meth:`load` can memory-map. Both round-trip bit for bit.
 
         Parameters
         ----------
         path : str or os.PathLike
-            Written atomically, with the umask's permissions.
+            Written atomically, with the umask's permissions. An existing
+            store at ``path`` is replaced.
 
         Returns
         -------
         pathlib.Path
         """
-        import json
         from pathlib import Path
+
+        path = Path(path)
+        if path.suffix.lower() != ".npz":
+            from .store import write_store
+
+            return write_store(self, path)
+        import json
 
         from ._files import atomic_open
 
@@ -272,18 +301,28 @@ class CrystalGraphs:
             # ids keep their type when they are all integers; anything else is stored as text
             numeric = all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids)
             arrays["ids"] = np.array(ids, dtype=np.int64) if numeric else np.array([str(i) for i in ids], dtype=str)
-        path = Path(path)
         with atomic_open(path) as fh:
             np.savez(fh, **arrays)
         return path
 
     @classmethod
-    def load(cls, path) -> "CrystalGraphs":
+    def load(
+        cls, path: str | os.PathLike, mmap: bool = True, expected_settings: Mapping[str, Any] | None = None
+    ) -> "CrystalGraphs":
         """Read graphs written by :meth:`save` (never unpickles objects).
 
         Parameters
         ----------
         path : str or os.PathLike
+            A graph-store directory or a ``.npz`` file.
+        mmap : bool, default=True
+            For a graph store: memory-map the arrays read-only instead of
+            reading them, so only the offsets and ids take memory and
+            training gathers each batch from the map. A ``.npz`` file is
+            always read whole.
+        expected_settings : mapping, optional
+            Featurizer settings the graphs must have (e.g.
+            ``CrystalGraphFeaturizer().settings``); a mismatch raises.
 
         Returns
         -------
@@ -292,11 +331,27 @@ class CrystalGraphs:
         Raises
         ------
         ValueError
-            If the file is not a graphs file written by :meth:`save`.
+            If the path is not a graphs file or store written by
+            :meth:`save`, is of a newer format version, is damaged, or holds
+            graphs made with other settings than ``expected_settings``.
         """
         import json
+        import os
         import zipfile
 
+        if os.path.isdir(path):
+            from .store import read_arrays
+
+            arrays, header = read_arrays(path, mmap=mmap, expected_settings=expected_settings)
+            ids = arrays.get("ids")
+            graphs = cls(
+                *(arrays[k] for k in ("atomic_numbers", "degrees", "neighbors", "distances", "atom_offsets")),
+                header["settings"],
+                None if ids is None else ids.tolist(),
+            )
+            # derived, but on disk: computing it would read every atom's degree
+            graphs._edge_offsets = np.asarray(arrays["edge_offsets"])
+            return graphs
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
@@ -307,11 +362,23 @@ class CrystalGraphs:
         if missing:
             raise ValueError(f"{str(path)!r} is not a crystal graphs file written by CrystalGraphs.save (no {missing})")
         ids = arrays.get("ids")
-        return cls(
+        graphs = cls(
             *(arrays[k] for k in needed[:5]),
             json.loads(str(arrays["settings"])),
             None if ids is None else ids.tolist(),
         )
+        if expected_settings is not None:
+            from .store import settings_differences
+
+            diffs = settings_differences(graphs.settings, dict(expected_settings))
+            if diffs:
+                raise ValueError(f"the graphs in {str(path)!r} were made with other settings: {', '.join(diffs)}")
+        return graphs
+
+    @property
+    def is_mapped(self) -> bool:
+        """Whether the atom and edge arrays are memory-mapped from a graph store (not in memory)."""
+        return _is_mapped(self.neighbors) or _is_mapped(self.distances)
 
     # -- per-crystal views ---------------------------------------------------------
     def element_counts(self) -> list[dict[int, int]]:
@@ -440,20 +507,37 @@ class GraphTensors:
     (indices are widened per batch), and on the CPU they share memory with
     the ``CrystalGraphs``, so the training set is not held twice.
 
+    Graphs memory-mapped from a graph store (``CrystalGraphs.load(path,
+    mmap=True)``) are not moved: only the per-crystal offsets are, and each
+    batch is gathered from the map on the host (reading just its pages) and
+    sent to the device. Memory then stays at a batch plus what the page
+    cache holds, whatever the size of the store.
+
     Parameters
     ----------
     graphs : CrystalGraphs
         The crystals to move.
     device : str or torch.device
         Torch device to hold them.
+    resident : bool, optional
+        Hold the atoms and edges on the device (True) or gather each batch
+        from the host arrays (False). Default: resident unless the graphs
+        are memory-mapped.
     """
 
-    def __init__(self, graphs: CrystalGraphs, device: str | torch.device = "cpu"):
+    def __init__(self, graphs: CrystalGraphs, device: str | torch.device = "cpu", resident: bool | None = None):
         import torch
 
         dev = torch.device(device)
         self.device = dev
         self.n_crystals = len(graphs)
+        self.resident = (not graphs.is_mapped) if resident is None else bool(resident)
+        # host copies of the sizes give output sizes without a device sync
+        self._n_atoms_host = graphs.n_atoms
+        self._n_edges_host = graphs.n_edges
+        if not self.resident:
+            self._graphs = graphs
+            return
         self.atomic_numbers = _tensor(graphs.atomic_numbers, dev)
         self.degrees = _tensor(graphs.degrees, dev, np.int32)  # uint16 has no repeat_interleave
         self.neighbors = _tensor(graphs.neighbors, dev)
@@ -462,12 +546,34 @@ class GraphTensors:
         self.edge_offsets = _tensor(graphs.edge_offsets, dev)
         self.n_atoms = self.atom_offsets[1:] - self.atom_offsets[:-1]
         self.n_edges = self.edge_offsets[1:] - self.edge_offsets[:-1]
-        # host copies of the sizes give output sizes without a device sync
-        self._n_atoms_host = graphs.n_atoms
-        self._n_edges_host = graphs.n_edges
 
     def __len__(self) -> int:
         return self.n_crystals
+
+    def _gather_host(self, indices) -> tuple:
+        """A batch's arrays gathered from the host (memory-mapped) graphs, then moved to the device."""
+        import torch
+
+        g = self._graphs
+        if indices is None:
+            idx_host = np.arange(self.n_crystals, dtype=np.int64)
+        else:
+            idx_host = np.asarray(indices, dtype=np.int64)
+        n_atoms = self._n_atoms_host[idx_host]
+        n_edges = self._n_edges_host[idx_host]
+        atom_idx = _ranges(g.atom_offsets[idx_host], n_atoms)
+        edge_idx = _ranges(g.edge_offsets[idx_host], n_edges)
+        dev = self.device
+        return (
+            torch.from_numpy(g.atomic_numbers[atom_idx]).to(dev),
+            torch.from_numpy(g.degrees[atom_idx].astype(np.int32)).to(dev),
+            torch.from_numpy(g.neighbors[edge_idx]).to(dev),
+            torch.from_numpy(g.distances[edge_idx]).to(dev),
+            torch.from_numpy(n_atoms).to(dev),
+            torch.from_numpy(n_edges).to(dev),
+            int(n_atoms.sum()),
+            int(n_edges.sum()),
+        )
 
     def batch(self, indices=None) -> dict[str, torch.Tensor]:
         """Gather crystals into one disjoint-union graph.
@@ -487,7 +593,9 @@ class GraphTensors:
         """
         import torch
 
-        if indices is None:
+        if not self.resident:
+            atoms, deg, nbr, dist, n_atoms, n_edges, total_atoms, total_edges = self._gather_host(indices)
+        elif indices is None:
             atoms = self.atomic_numbers
             deg = self.degrees
             nbr = self.neighbors

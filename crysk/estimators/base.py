@@ -27,6 +27,7 @@ from .._malloc import malloc_tuning
 from .._threads import resolve_n_threads, torch_threads
 from .._warnings import warn_user
 from .._validation import check_number, check_option
+from ..distributed import broadcast_buffers, is_distributed, wrap_module
 from ..checkpoints import CheckpointError, crysk_payload, read_weights, save_checkpoint
 from ..featurizer import CrystalGraphFeaturizer, check_settings, graph_settings
 from ..graphs import CrystalGraphs
@@ -73,6 +74,8 @@ n_threads, device, random_state, verbose
     _monitor = "valid_loss_best"
     #: the network class a subclass builds unless ``module=`` says otherwise
     _default_module: Any = None
+    #: the DistributedDataParallel wrapper while a data-parallel fit runs (crysk.distributed)
+    _ddp: Any = None
 
     def __init__(
         self,
@@ -326,14 +329,41 @@ n_threads, device, random_state, verbose
         -------
         self
         """
-        tune = self.malloc_tuning is True and str(self.device).startswith("cpu")
+        tune = self._malloc_tuning_applies()
         state = getattr(self, "_resume_state", None)
         if state is not None:
             # continue the interrupted run: its weights, and only the epochs it had left
             self.module_.load_state_dict(state.state_dict)
             epochs = max(self.max_epochs - state.epochs_done, 0)
-        with malloc_tuning(tune), torch_threads(resolve_n_threads(self.n_threads)):
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        if is_distributed():
+            if self.random_state is None:
+                raise ValueError(
+                    "data-parallel training needs random_state set (the same on every rank), so that every rank "
+                    "draws the same validation split and batch order"
+                )
+            # made here, not in initialize_module: it broadcasts rank 0's weights, so every rank must get here.
+            # object.__setattr__: skorch registers modules set on the net as parts of it (saved, cloned); the
+            # wrapper is a view of module_ that lives only while this loop runs
+            object.__setattr__(self, "_ddp", wrap_module(self.module_, self.device))
+            norms = [m for m in self.module_.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+            for norm in norms:
+                norm.sync_stats = True  # global-batch statistics (crysk.nn.layers.normalize)
+        else:
+            norms = []
+        try:
+            with malloc_tuning(tune), torch_threads(resolve_n_threads(self.n_threads)):
+                super().fit_loop(X, y, epochs=epochs, **fit_params)
+            if self._ddp is not None:
+                broadcast_buffers(self.module_)  # every rank predicts with rank 0's running statistics
+            return self
+        finally:
+            object.__setattr__(self, "_ddp", None)
+            for norm in norms:
+                del norm.sync_stats
+
+    def _malloc_tuning_applies(self) -> bool:
+        """Whether fits tune glibc's malloc: CPU training only (CUDA memory has its own caching allocator)."""
+        return self.malloc_tuning is True and torch.device(self.device).type == "cpu"
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> "CrystalNet":
         """skorch's fit, with ``resume_from=`` (see the subclasses' ``fit``).
@@ -360,6 +390,11 @@ n_threads, device, random_state, verbose
             return super().fit(X, y, **fit_params)
         finally:
             self._resume_state = None
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_compiled", None)  # a compiled module is rebuilt on first use, never pickled
+        return state
 
     def _best_score(self) -> float | None:
         """The validation score of the kept (best) epoch, from the history; None without one."""

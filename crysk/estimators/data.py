@@ -117,22 +117,41 @@ class GraphBatchIterator:
         Draw a new order for every pass (training) or keep the dataset's order.
     generator : numpy.random.Generator, optional
         Source of the shuffling order (for repeatable runs).
+    shard : tuple of int, optional
+        ``(rank, world_size)`` for data-parallel training: ``batch_size`` is
+        then the global batch, every rank draws the same order and gets its
+        share of each batch (see :func:`crysk.distributed.shard_rows`); a
+        last batch smaller than ``world_size`` is dropped, so that every rank
+        takes the same number of steps.
     """
 
-    def __init__(self, dataset: GraphDataset, batch_size: int, shuffle: bool = False, generator=None):
+    def __init__(self, dataset: GraphDataset, batch_size: int, shuffle: bool = False, generator=None, shard=None):
         self.dataset = dataset
         self.batch_size = max(1, int(batch_size))
         self.shuffle = shuffle
         self.generator = generator if generator is not None else np.random.default_rng()
+        self.shard = shard
 
     def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
+        n = len(self.dataset)
+        if self.shard is not None:
+            world = self.shard[1]
+            return n // self.batch_size + (n % self.batch_size >= world)
+        return -(-n // self.batch_size)
 
     def __iter__(self):
+        from ..distributed import shard_rows
+
         n = len(self.dataset)
         order = self.generator.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
-            yield self.dataset.batch(order[start : start + self.batch_size])
+            rows = order[start : start + self.batch_size]
+            if self.shard is not None:
+                rank, world = self.shard
+                if len(rows) < world:
+                    break  # some rank would get nothing: every rank must step together
+                rows = shard_rows(rows, rank, world)
+            yield self.dataset.batch(rows)
 
 
 def as_graph_dataset(dataset) -> GraphDataset:
@@ -275,7 +294,20 @@ class GraphDataMixin:
         dataset = as_graph_dataset(dataset)
         batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
         if training:
+            ddp = getattr(self, "_ddp", None)
+            if ddp is not None:
+                # data-parallel: batch_size crystals per rank, each rank its share of the global batch
+                from ..distributed import rank, world_size
+
+                world = world_size()
+                return GraphBatchIterator(
+                    dataset, batch_size * world, shuffle=True, generator=self._shuffle_rng, shard=(rank(), world)
+                )
             return GraphBatchIterator(dataset, batch_size, shuffle=True, generator=self._shuffle_rng)
+        if getattr(self, "_ddp", None) is not None:
+            from ..distributed import broadcast_buffers
+
+            broadcast_buffers(self.module_)  # every rank validates with the same running statistics
         return GraphBatchIterator(dataset, batch_size, shuffle=False)
 
     def infer(self, x: Any, **fit_params: Any) -> Any:
@@ -294,8 +326,29 @@ class GraphDataMixin:
         torch.Tensor or tuple of torch.Tensor
         """
         if isinstance(x, GraphBatch):
-            return self.module_(**x.tensors)
+            return self._forward_module()(**x.tensors)
         return super().infer(x, **fit_params)
+
+    def _forward_module(self) -> Any:
+        """What runs a batch: the DDP wrapper while training data-parallel, the compiled module with
+        ``compile=True``, else the module."""
+        ddp = getattr(self, "_ddp", None)
+        if ddp is not None and self.module_.training:
+            return ddp
+        if getattr(self, "compile", False):
+            compiled = self.__dict__.get("_compiled")
+            if compiled is None or compiled[0] is not self.module_:
+                import torch
+
+                # dynamic shapes: every batch has other numbers of atoms and edges, and compiling once per
+                # shape would recompile at nearly every step. compile__* parameters override the defaults
+                options = {"dynamic": True, **self.get_params_for("compile")}
+                compiled = (self.module_, torch.compile(self.module_, **options))
+                # kept outside skorch's module registry (and out of pickles, see CrystalNet.__getstate__): the
+                # compiled wrapper shares module_'s parameters, and checkpoints keep module_'s names
+                self.__dict__["_compiled"] = compiled
+            return compiled[1]
+        return self.module_
 
     def check_data(self, X: Any, y: Any) -> None:
         """Nothing to do: ``fit`` checks inputs and targets before featurizing.

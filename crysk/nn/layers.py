@@ -105,6 +105,11 @@ def _fusable(bn: nn.BatchNorm1d) -> bool:
         and bn.affine
         and bn.track_running_stats
         and bn.momentum is not None
+        # data-parallel training sums statistics over ranks in plain ops (normalize)
+        and not getattr(bn, "sync_stats", False)
+        # under torch.compile the plain ops are traced instead: the compiler fuses them itself, and the
+        # custom autograd functions' private kernels and buffer reuse would break its graph
+        and not _workspace._is_compiling()
     )
 
 
@@ -195,6 +200,71 @@ class _EdgeConv(torch.autograd.Function):
                 None, None, None, None, None)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum a tensor over all ranks of the default process group, with the gradient summed alike.
+
+    (``torch.distributed.nn.functional.all_reduce`` does the same but is deprecated in favour of a
+    private module.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        # every rank's loss depends on every rank's input through the sum: the gradients add up
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def normalize(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)``; in data-parallel training, with batch statistics over every rank's share of the batch.
+
+    The estimators set ``bn.sync_stats = True`` while a data-parallel fit
+    runs (see :mod:`crysk.distributed`): a training-mode layer then
+    normalises with the mean and variance of the whole global batch, summed
+    over the ranks with differentiable all-reduces, so a step equals the
+    single-process step on the global batch within float rounding.
+    (PyTorch's ``SyncBatchNorm`` does this on GPUs only.)
+
+    Parameters
+    ----------
+    bn : torch.nn.BatchNorm1d
+        The layer (its parameters, buffers and mode are used).
+    x : torch.Tensor of shape (n, channels)
+        Its input.
+
+    Returns
+    -------
+    torch.Tensor of shape (n, channels)
+    """
+    if not (bn.training and getattr(bn, "sync_stats", False)):
+        return bn(x)
+    all_reduce = _AllReduceSum.apply
+    # two passes (sum, then squared deviations) as torch's kernel: E[x^2] - mean^2 cancels badly in float32
+    total = all_reduce(torch.cat([x.sum(0), x.new_full((1,), float(x.shape[0]))]))
+    n = total[-1]
+    mean = total[:-1] / n
+    centred = x - mean
+    var = all_reduce(centred.square().sum(0)) / n
+    if bn.track_running_stats:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1 - m).add_(m * mean)
+            bn.running_var.mul_(1 - m).add_(m * var * n / (n - 1).clamp(min=1))  # unbiased, as torch keeps it
+    out = centred * torch.rsqrt(var + bn.eps)
+    return out * bn.weight + bn.bias if bn.affine else out
+
+
 def batch_norm_gate(z: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
     """``gate(bn(z))``, storing less for backward when ``bn`` trains.
 
@@ -212,7 +282,7 @@ def batch_norm_gate(z: torch.Tensor, bn: nn.BatchNorm1d) -> torch.Tensor:
     if _fusable(bn):
         bn.num_batches_tracked.add_(1)
         return _BatchNormGate.apply(z, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps)
-    return gate(bn(z))
+    return gate(normalize(bn, z))
 
 
 def n_gaussians(dmax: float, step: float = 0.2, dmin: float = 0.0) -> int:
@@ -358,7 +428,7 @@ class ConvLayer(nn.Module):
             gated = gated.add_(nbr.index_select(0, edge_dst))
             messages = batch_norm_gate(gated, bn)
             summed = torch.zeros_like(atom_fea).index_add_(0, edge_src, messages)
-        return F.softplus(atom_fea + self.bn2(summed))
+        return F.softplus(atom_fea + normalize(self.bn2, summed))
 
 
 def mean_pool(atom_fea: torch.Tensor, crystal_index: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
