@@ -352,8 +352,9 @@ def finalize(model: str, state: Path, args) -> None:
     graphs = CrystalGraphFeaturizer(radius=8.0, max_num_nbr=12).transform([r["cif"] for r in refs])
     outputs = est.predict(graphs) if hasattr(est, "predict") and MODELS[model]["estimator"] != "crysae" \
         else est.transform(graphs)
-    PACKAGE_DIR.mkdir(parents=True, exist_ok=True)
-    target = PACKAGE_DIR / f"{model}.pt"
+    package = args.package_dir
+    package.mkdir(parents=True, exist_ok=True)
+    target = package / f"{model}.pt"
     shutil.copyfile(run_dir / "best.pt", target)
     size = target.stat().st_size
     card = dict(PLANNED[model])
@@ -368,7 +369,9 @@ def finalize(model: str, state: Path, args) -> None:
         epochs=int(run["epochs_done"]),
         best_epoch=int(best_row["epoch"]),
         validation_metric=key,
-        validation_mae=float(best_row[key]),
+        # regressors: the best epoch's validation MAE; CrysAE: its total reconstruction loss
+        validation_mae=float(best_row[key]) if key == "valid_mae" else None,
+        validation_loss=None if key == "valid_mae" else float(best_row[key]),
         test_mae=test_mae,
         n_test_crystals=None if X_test is None else len(X_test),
         training_commands=[p["command"] for p in run["pieces"]],
@@ -379,9 +382,9 @@ def finalize(model: str, state: Path, args) -> None:
         reference={"ids": [r["id"] for r in refs], "cif": [r["cif"] for r in refs],
                    "outputs": np.asarray(outputs, dtype=np.float64).tolist()},
     )
-    (PACKAGE_DIR / f"{model}.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-    print(f"{model}: shipped {target} ({size} bytes, sha256 {card['sha256'][:12]}...), validation MAE "
-          f"{card['validation_mae']:.4f}, test MAE {test_mae}", flush=True)
+    (package / f"{model}.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    print(f"{model}: shipped {target} ({size} bytes, sha256 {card['sha256'][:12]}...), validation {key} "
+          f"{float(best_row[key]):.4f}, test MAE {test_mae}", flush=True)
     if size > 1_100_000:
         print(f"  warning: {target.name} is {size} bytes, above the ~1 MB a shipped model should take", flush=True)
 
@@ -404,6 +407,9 @@ def main() -> int:
     parser.add_argument("--status", action="store_true", help="print where each run stands")
     parser.add_argument("--state-dir", type=Path,
                         default=Path(os.environ.get("CRYSK_ZOO_DIR", ROOT / "benchmarks" / "results" / "zoo")))
+    parser.add_argument("--package-dir", type=Path, default=PACKAGE_DIR,
+                        help="where --finalize writes <model>.pt and .json (default crysk/pretrained; another folder "
+                             "works through $CRYSK_PRETRAINED_DIRS)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the whole run (default per model)")
     parser.add_argument("--limit", type=int, default=None, help="first N records of each file only (smoke tests)")
     parser.add_argument("--n-jobs", type=int, default=1, help="featurizer processes")

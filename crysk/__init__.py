@@ -46,7 +46,7 @@ _LAZY = {
 # submodules reachable as attributes (``crysk.transfer.load_checkpoint``), as with eager imports
 _SUBMODULES = {
     "baselines", "checkpoints", "cli", "correction", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
-    "graphs", "nn", "parallel", "plotting", "structures", "targets", "transfer",
+    "graphs", "nn", "parallel", "plotting", "pretrained", "structures", "targets", "transfer",
 }
 
 __all__ = ["__version__", *_LAZY]
