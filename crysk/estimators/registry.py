@@ -155,12 +155,12 @@ def estimator_from_checkpoint(source: WeightSource, **params: Any) -> Any:
     return est
 
 
-def from_pretrained_estimator(cls: type, name_or_path: Any, **params: Any) -> Any:
-    """What ``cls.from_pretrained(name_or_path, **params)`` returns (see :meth:`CrystalNet.from_pretrained`).
+def from_pretrained_estimator(estimator_class: type, name_or_path: Any, **params: Any) -> Any:
+    """What ``estimator_class.from_pretrained(name_or_path, **params)`` returns (see ``CrystalNet.from_pretrained``).
 
     Parameters
     ----------
-    cls : type
+    estimator_class : type
         The estimator class asked for.
     name_or_path : str or os.PathLike
         A pretrained model's name or a checkpoint path.
@@ -185,16 +185,16 @@ def from_pretrained_estimator(cls: type, name_or_path: Any, **params: Any) -> An
     saved = estimator_from_checkpoint(source, **plain)
     changes = {k: v for k, v in params.items() if k in _SHAPE_PARAMS and getattr(saved, k, v) != v}
     if not changes:
-        if not isinstance(saved, cls):
-            raise CheckpointError(f"{source.description} holds a {type(saved).__name__}, not a {cls.__name__}")
+        if not isinstance(saved, estimator_class):
+            raise CheckpointError(f"{source.description} holds a {type(saved).__name__}, not a {estimator_class.__name__}")
         return saved
     # a new shape: the source's architecture and graph settings, the class's training defaults, the changes
-    accepted = set(cls().get_params(deep=False))
+    accepted = set(estimator_class().get_params(deep=False))
     shape = {k: getattr(saved, k) for k in (*_SHAPE_PARAMS, "radius", "max_num_nbr") if k in accepted and hasattr(saved, k)}
     unknown = sorted(set(params) - accepted)
     if unknown:
-        raise ValueError(f"{cls.__name__} has no parameters {unknown}")
-    return cls(**{**shape, **params, "warm_start_from": name_or_path})
+        raise ValueError(f"{estimator_class.__name__} has no parameters {unknown}")
+    return estimator_class(**{**shape, **params, "warm_start_from": name_or_path})
 
 
 def load(path: str | os.PathLike) -> Any:
