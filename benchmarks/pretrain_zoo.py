@@ -301,14 +301,6 @@ def train(model: str, state: Path, args, deadline: float | None) -> None:
 
 
 # --------------------------------------------------------------------------- finalize
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def reference_records(model: str, test_ids: list[str] | None, n: int = 10) -> list[dict]:
     """Ten records whose CIF text and predictions go into the model card (seeded pick)."""
     spec = MODELS[model]
@@ -333,6 +325,7 @@ def reference_records(model: str, test_ids: list[str] | None, n: int = 10) -> li
 def finalize(model: str, state: Path, args) -> None:
     import crysk
     from crysk import CrystalGraphFeaturizer
+    from crysk.checkpoints import file_sha256
     from crysk.pretrained import PLANNED
 
     run_dir = state / model
@@ -361,7 +354,7 @@ def finalize(model: str, state: Path, args) -> None:
     card.update(
         name=model,
         file=target.name,
-        sha256=sha256(target),
+        sha256=file_sha256(target),
         size_bytes=size,
         crysk_version=crysk.__version__,
         split=what,
@@ -390,11 +383,16 @@ def finalize(model: str, state: Path, args) -> None:
 
 
 def status(state: Path) -> None:
+    """Where each run stands: epochs finished (from its per-epoch history), pieces, wall time, best score."""
     for model in MODELS:
         run = read_run(state / model)
+        hist_path = state / model / "history.csv"
+        rows = list(csv.DictReader(open(hist_path))) if hist_path.exists() else []
+        done = int(rows[-1]["epoch"]) if rows else 0
+        best = f", best validation {float(rows[-1]['best_so_far']):.4f}" if rows else ""
         wall = sum(p.get("wall_s", 0) for p in run["pieces"])
-        print(f"{model}: {run.get('epochs_done', 0)} of {run.get('epochs_total', MODELS[model]['epochs'])} epochs, "
-              f"{len(run['pieces'])} pieces, {wall / 3600:.2f} h, {'done' if run.get('done') else 'not done'}")
+        print(f"{model}: {done} of {run.get('epochs_total', MODELS[model]['epochs'])} epochs{best}, "
+              f"{len(run['pieces'])} finished pieces ({wall / 3600:.2f} h), {'done' if run.get('done') else 'not done'}")
 
 
 def main() -> int:

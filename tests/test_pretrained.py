@@ -290,7 +290,8 @@ def test_batch_size_auto_resolves_in_fit(demo):
 def test_installed_wheel_finds_its_models(small_model, tmp_path):
     """A non-editable wheel carries crysk/pretrained/*.pt and *.json, and the installed package finds them."""
     src = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    listing = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
+    files = subprocess.run(listing, cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / rel, src / rel)

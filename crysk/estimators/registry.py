@@ -186,11 +186,14 @@ def from_pretrained_estimator(estimator_class: type, name_or_path: Any, **params
     changes = {k: v for k, v in params.items() if k in _SHAPE_PARAMS and getattr(saved, k, v) != v}
     if not changes:
         if not isinstance(saved, estimator_class):
-            raise CheckpointError(f"{source.description} holds a {type(saved).__name__}, not a {estimator_class.__name__}")
+            raise CheckpointError(
+                f"{source.description} holds a {type(saved).__name__}, not a {estimator_class.__name__}"
+            )
         return saved
     # a new shape: the source's architecture and graph settings, the class's training defaults, the changes
     accepted = set(estimator_class().get_params(deep=False))
-    shape = {k: getattr(saved, k) for k in (*_SHAPE_PARAMS, "radius", "max_num_nbr") if k in accepted and hasattr(saved, k)}
+    keys = (*_SHAPE_PARAMS, "radius", "max_num_nbr")
+    shape = {k: getattr(saved, k) for k in keys if k in accepted and hasattr(saved, k)}
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"{estimator_class.__name__} has no parameters {unknown}")

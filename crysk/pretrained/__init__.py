@@ -137,7 +137,8 @@ def looks_like_name(source: Any) -> bool:
     return isinstance(source, str) and (source in _EXTRA or bool(_NAME.match(source)))
 
 
-#: environment variable naming further folders of models (``<name>.pt`` + ``<name>.json`` card), ``os.pathsep``-separated
+#: environment variable naming further folders of models (``<name>.pt`` + ``<name>.json`` card),
+#: separated by ``os.pathsep``
 ENV_DIRS = "CRYSK_PRETRAINED_DIRS"
 
 
