@@ -34,6 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+# defined in a leaf module so that crysk.pretrained (which this module asks about names) can raise it too
+from ._errors import CheckpointError
+
 __all__ = [
     "CheckpointError",
     "WeightSource",
@@ -59,13 +62,6 @@ _CRYSAE_NODE_DECODER_REASON = (
     "skipped: the released CrysAE trained fc_atom_feature with a per-bit binary loss, "
     "crysk's CrysAE decoder uses a cross-entropy per atomic property"
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, unsafe or incompatible.
-
-    The message says what differs or what is wrong, and what to do.
-    """
 
 
 # --------------------------------------------------------------------------- writing / reading

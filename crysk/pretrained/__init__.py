@@ -231,7 +231,7 @@ def describe(name: str) -> dict[str, Any]:
         return {**copy.deepcopy(PLANNED[name]), "name": name, "status": "planned",
                 "note": "not shipped in this crysk version: its training has not finished; the regenerate "
                         "command trains it (hours on 2 CPU cores)"}
-    from ..checkpoints import CheckpointError
+    from .._errors import CheckpointError
 
     raise CheckpointError(_unknown(name))
 
@@ -256,7 +256,7 @@ def locate(name: str) -> tuple[Path, str | None]:
         For an unknown name, or a planned model whose weights are not in
         this installation; the message lists the names there are.
     """
-    from ..checkpoints import CheckpointError
+    from .._errors import CheckpointError
 
     card = describe(name)
     if card["status"] != "available":
