@@ -27,7 +27,9 @@ State (``--state-dir``, default ``$CRYSK_ZOO_DIR`` or ``benchmarks/results/zoo``
 Each piece resumes after the last finished epoch (``fit(resume_from=last.pt)``: the learning-rate
 schedule continues, SGD momentum and the batch order start afresh). ``--max-minutes`` stops a piece
 cleanly at the end of the last epoch that fits in the budget, so the run can go on across sessions;
-killing the process loses at most the epoch in progress (files are replaced atomically).
+killing the process loses at most the epoch in progress (files are replaced atomically). A run is
+locked by the process training it (``<model>/lock`` holds its pid), so a second piece started while
+one runs does nothing; a lock left by a dead process is taken over.
 
 ``--finalize`` copies ``best.pt`` of every finished run into ``crysk/pretrained/<model>.pt`` and
 writes its model card (``<model>.json``): sha256, validation and test MAE, the 10 reference
@@ -251,12 +253,49 @@ def write_run(run_dir: Path, run: dict) -> None:
     tmp.replace(run_dir / "run.json")
 
 
+def take_lock(run_dir: Path) -> bool:
+    """Claim the run for this process (``run_dir/lock`` holds its pid); False if a live process holds it.
+
+    Two pieces writing the same ``last.pt``/``history.csv`` would corrupt the run; a lock left by a
+    process that died is taken over.
+    """
+    lock = run_dir / "lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+                os.kill(pid, 0)  # raises if no such process
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale
+                continue
+            except PermissionError:
+                pass  # alive, another user's
+            print(f"{run_dir.name}: another process (pid {lock.read_text().strip()}) is training it; "
+                  f"not starting a second piece", flush=True)
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return True
+    return False
+
+
 def train(model: str, state: Path, args, deadline: float | None) -> None:
+    run_dir = state / model
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not take_lock(run_dir):
+        return
+    try:
+        _train(model, run_dir, state, args, deadline)
+    finally:
+        (run_dir / "lock").unlink(missing_ok=True)
+
+
+def _train(model: str, run_dir: Path, state: Path, args, deadline: float | None) -> None:
     from crysk.checkpoints import load_checkpoint
     from crysk.estimators import SaveBestCheckpoint
 
-    run_dir = state / model
-    run_dir.mkdir(parents=True, exist_ok=True)
     run = read_run(run_dir)
     epochs = args.epochs or MODELS[model]["epochs"]
     if run.get("done") and run.get("epochs_done", 0) >= epochs:
