@@ -63,6 +63,8 @@ Commands::
     python benchmarks/tl_paper.py --quick --targets nm-eg --trials 1 --epochs 3 \\
         --pretrain-size 300 --pretrain-epochs 2            # smoke test
     python benchmarks/tl_paper.py --device cuda            # on a GPU
+    python benchmarks/tl_paper.py --targets nm-eg kvrh --source cgcnn-mp-eform   # a shipped source
+    python benchmarks/tl_paper.py --targets eform --source cgcnn-mp-nm-gap
 
 Every finished fit is appended to ``benchmarks/results/tl_paper_fits.csv``
 (:func:`crysk.evaluation.compare` with ``cache=``): a rerun with the same
@@ -361,6 +363,9 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, help="target pool sampled per target (quick 1000, full 5000)")
     parser.add_argument("--leakage-trials", type=int, help="trials of the leakage check (default: --trials)")
     parser.add_argument("--no-leakage-check", action="store_true")
+    parser.add_argument("--source", default=None,
+                        help="transfer from this pretrained model (a name such as cgcnn-mp-eform, see `crysk pretrained "
+                             "list`, or a checkpoint path) for every target instead of pretraining here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-jobs", type=int, default=2, help="featurizer processes")
     args = parser.parse_args()
@@ -376,7 +381,8 @@ def main() -> None:
     mode = ("quick" if args.quick else "full") + (" mode, changed: " + ", ".join(f"{k}={v}" for k, v in changed.items())
                                                    if changed else " mode")
     # a run with other settings must not overwrite the table of the standard quick or full run
-    suffix = ("_quick" if args.quick else "") + ("_custom" if changed else "")
+    suffix = ("_quick" if args.quick else "") + ("_custom" if changed else "") + \
+        (f"_source-{Path(args.source).stem}" if args.source else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"settings: {vars(args)}", flush=True)
     n_needed = 500 + 125 + 125
@@ -401,6 +407,8 @@ def main() -> None:
         pools[target] = (graphs, pool, y)
         print(f"  target {target}: {len(pool)} of {len(recs)} crystals in the pool", flush=True)
         src = spec["source"]
+        if args.source is not None:
+            continue  # a shipped (or given) source: nothing to pretrain here
         if src not in sources:
             s = SOURCES[src]
             srecs = records_of(s["file"], s["field"], s["keep"], "src-" + src)
@@ -413,6 +421,14 @@ def main() -> None:
 
     # ---------------------------------------------------------------- pretraining
     checkpoints = {}
+    if args.source is not None:
+        from crysk import pretrained
+
+        label = args.source
+        if pretrained.looks_like_name(args.source) and not Path(args.source).exists():
+            card = pretrained.describe(args.source)
+            label = f"{args.source} ({card.get('n_train_crystals', '?')} crystals, {card.get('epochs', '?')} epochs)"
+        checkpoints = {TARGETS[t]["source"]: args.source for t in args.targets}
     for src, (pgraphs, pre, py) in sources.items():
         name = f"{src}_n{len(py)}_e{args.pretrain_epochs}_b{args.batch_size}"
         checkpoints[src] = pretrain(name, pgraphs, py, args, clock)
@@ -427,13 +443,15 @@ def main() -> None:
         res = compare(estimators(args, checkpoints[spec["source"]]), graphs, y, cv, cache=FITS)
         res["target"] = target
         all_results.append(res)
-        rows += table_rows(target, f"{len(sources[spec['source']][2])}-{SOURCES[spec['source']]['label']}", res)
+        source_label = label if args.source is not None else \
+            f"{len(sources[spec['source']][2])}-{SOURCES[spec['source']]['label']}"
+        rows += table_rows(target, source_label, res)
         print(markdown(table_rows(target, spec["source"], res)), flush=True)
         clock.stage(f"target {target} ({args.trials} trials)", t)
 
     # ---------------------------------------------------------------- leakage check
     leakage_md = ""
-    if not args.no_leakage_check and "nm-eg" in args.targets:
+    if not args.no_leakage_check and "nm-eg" in args.targets and args.source is None:
         t = time.perf_counter()
         target = "nm-eg"
         graphs, pool, y = pools[target]
@@ -479,12 +497,14 @@ def main() -> None:
     results.to_csv(RESULTS / f"tl_paper{suffix}.csv", index=False)
     figure(results, RESULTS / f"tl_paper{suffix}.png")
     total = time.perf_counter() - clock.start
+    pretraining = (f"source: {label}" if args.source is not None else
+                   f"pretraining {args.pretrain_epochs} epochs on "
+                   + ", ".join(f"{len(v[2])} {SOURCES[k]['label']}" for k, v in sources.items()))
     header = (
         f"# TL-CGCNN Table S2 reproduction ({mode})\n\n"
         f"500 train / 125 val / 125 test per trial, {args.trials} trials, {args.epochs} max epochs "
-        f"(batch {args.batch_size}); pretraining {args.pretrain_epochs} epochs on "
-        + ", ".join(f"{len(v[2])} {SOURCES[k]['label']}" for k, v in sources.items())
-        + f". MAE mean (std) over trials; p: paired t-test vs CGCNN (scratch).\n"
+        f"(batch {args.batch_size}); {pretraining}"
+        + ". MAE mean (std) over trials; p: paired t-test vs CGCNN (scratch).\n"
     )
     times = "\n".join(f"- {name}: {dt:.0f} s" for name, dt in clock.stages) + f"\n- total: {total:.0f} s"
     text = f"{header}\n{markdown(rows)}\n\n{leakage_md}\n\nWall times:\n\n{times}\n"

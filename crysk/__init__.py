@@ -47,7 +47,7 @@ _LAZY = {
 # submodules reachable as attributes (``crysk.transfer.load_checkpoint``), as with eager imports
 _SUBMODULES = {
     "baselines", "checkpoints", "cli", "correction", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
-    "graphs", "nn", "parallel", "plotting", "store", "structures", "targets", "transfer",
+    "graphs", "nn", "parallel", "plotting", "pretrained", "store", "structures", "targets", "transfer",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -20,6 +20,7 @@ estimator from a checkpoint (the registry, :func:`crysk.load`) in
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -33,6 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+# defined in a leaf module so that crysk.pretrained (which this module asks about names) can raise it too
+from ._errors import CheckpointError
+
 __all__ = [
     "CheckpointError",
     "WeightSource",
@@ -40,6 +44,8 @@ __all__ = [
     "crysk_payload",
     "save_checkpoint",
     "load_checkpoint",
+    "file_sha256",
+    "locate_source",
     "read_weights",
     "cgcnn_hyperparameters",
     "cgcnn_task",
@@ -56,13 +62,6 @@ _CRYSAE_NODE_DECODER_REASON = (
     "skipped: the released CrysAE trained fc_atom_feature with a per-bit binary loss, "
     "crysk's CrysAE decoder uses a cross-entropy per atomic property"
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, unsafe or incompatible.
-
-    The message says what differs or what is wrong, and what to do.
-    """
 
 
 # --------------------------------------------------------------------------- writing / reading
@@ -107,13 +106,35 @@ def _torch_load(path: Path, **kwargs) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True, **kwargs)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's bytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    str
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, sha256: str | None = None) -> dict:
     """Read a checkpoint file with ``weights_only=True`` (never runs pickled code).
 
     Parameters
     ----------
     path : str or os.PathLike
         The file to read.
+    sha256 : str, optional
+        The hex digest the file must have (a shipped pretrained model's);
+        checked before anything in the file is read.
 
     Returns
     -------
@@ -122,14 +143,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     Raises
     ------
     CheckpointError
-        If the file is missing, is not a torch file, or holds pickled Python
-        objects other than plain data, numpy scalars and tensors.
+        If the file is missing, is not a torch file, holds pickled Python
+        objects other than plain data, numpy scalars and tensors, or does
+        not have the expected sha256.
     """
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{str(path)!r} is a folder, not a checkpoint file: pass the checkpoint file in it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if sha256 is not None:
+        found = file_sha256(path)
+        if found != sha256.lower():
+            raise CheckpointError(
+                f"{str(path)!r} has sha256 {found[:16]}..., not the {sha256[:16]}... its model card records: the "
+                "file is damaged or was replaced. Reinstall crysk (or regenerate the model with "
+                "benchmarks/pretrain_zoo.py --finalize)"
+            )
     not_torch = _not_a_torch_file(path)
     if not_torch:
         # refuse before torch.load, whose errors on such files mislead ("pop from empty list")
@@ -364,10 +394,14 @@ def read_weights(source: Any) -> WeightSource:
         raise CheckpointError(f"cannot warm-start from an unfitted {type(source).__name__}; fit it first")
     if not isinstance(source, (str, os.PathLike)):
         raise CheckpointError(
-            f"warm_start_from must be a checkpoint path or a fitted crysk estimator, got {type(source).__name__}"
+            f"warm_start_from must be a checkpoint path, a pretrained model's name or a fitted crysk estimator, "
+            f"got {type(source).__name__}"
         )
-    ckpt = load_checkpoint(source)
+    path, sha256, pretrained = locate_source(source)
+    ckpt = load_checkpoint(path, sha256=sha256)
     name = str(source)
+    if pretrained is not None:
+        name = f"pretrained model {pretrained!r}"
     if ckpt.get("format") == FORMAT:
         # classifiers store their classes, regressors their target scaler; CrysAE neither
         task = "classification" if "classes" in ckpt else "regression" if "target_scaler" in ckpt else None
@@ -375,7 +409,7 @@ def read_weights(source: Any) -> WeightSource:
             OrderedDict(ckpt["state_dict"]),
             "crysk",
             dict(ckpt["graph_settings"]),
-            f"crysk checkpoint {name!r}",
+            name if pretrained is not None else f"crysk checkpoint {name!r}",
             ckpt,
             task=task,
         )
@@ -406,6 +440,40 @@ def read_weights(source: Any) -> WeightSource:
         "crysk reads files written by save_pretrained, CGCNN's .pth.tar and CrysXPP's model_best.pth.tar "
         "and model_pretrain.pth"
     )
+
+
+def locate_source(source: str | os.PathLike) -> tuple[Path, str | None, str | None]:
+    """Where a checkpoint given by path or by pretrained model name is.
+
+    A path that exists wins; otherwise a string that looks like a name (no
+    folder separator, no extension) is looked up in :mod:`crysk.pretrained`.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A checkpoint path or a pretrained model's name (``"cgcnn-mp-eform"``).
+
+    Returns
+    -------
+    (pathlib.Path, str or None, str or None)
+        The file, the sha256 it must have (pretrained models) and the
+        pretrained model's name (None for a path).
+
+    Raises
+    ------
+    CheckpointError
+        For a name that is no pretrained model (the message lists the names)
+        or a planned model not shipped in this version.
+    """
+    path = Path(source)
+    if path.exists() or not isinstance(source, str):
+        return path, None, None
+    from . import pretrained
+
+    if not pretrained.looks_like_name(source):
+        return path, None, None
+    weights, sha256 = pretrained.locate(source)
+    return weights, sha256, source
 
 
 # --------------------------------------------------------------------------- the crysk payload

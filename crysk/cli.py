@@ -1,4 +1,4 @@
-"""The ``crysk`` command: ``demo``, ``featurize``, ``train`` and ``predict``.
+"""The ``crysk`` command: ``demo``, ``featurize``, ``train``, ``predict`` and ``pretrained``.
 
 Built for batch jobs: every failure ends with one ``crysk: error: ...`` line
 on stderr that says what to change, and a non-zero exit status (1 for bad
@@ -387,6 +387,47 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrained_list(args: argparse.Namespace) -> int:
+    from . import pretrained
+
+    names = pretrained.available(include_planned=True)
+    shipped = set(pretrained.available())
+    if not shipped:
+        print("no pretrained model is shipped with this installation yet", file=sys.stderr)
+    for name in names:
+        card = pretrained.describe(name)
+        if name not in shipped and not args.all:
+            continue
+        status = "available" if name in shipped else "planned (not shipped yet)"
+        print(f"{name}\t{status}\t{card.get('summary', '')}")
+    if not args.all and set(names) - shipped:
+        print(f"{len(set(names) - shipped)} more planned but not shipped yet: crysk pretrained list --all",
+              file=sys.stderr)
+    return 0
+
+
+def _pretrained_info(args: argparse.Namespace) -> int:
+    import json
+
+    from . import pretrained
+
+    card = pretrained.describe(args.name)
+    if args.json:
+        print(json.dumps(card, indent=1))
+        return 0
+    shown = {k: v for k, v in card.items() if k != "reference"}
+    for key, value in shown.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = "; ".join(str(v) for v in value)
+        print(f"{key}: {value}")
+    if "reference" in card:
+        ref = card["reference"]
+        print(f"reference: {len(ref['ids'])} structures ({', '.join(ref['ids'][:3])}, ...) with stored outputs")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def _add_input_options(p: argparse.ArgumentParser, table: bool) -> None:
     p.add_argument("--folder", help="also read every structure file (.cif, .vasp, ...) in this folder")
@@ -471,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--n-h", type=_positive_int, help="hidden layers (default 1)")
     train.add_argument("--validation-fraction", type=float,
                        help="share held out to pick the best epoch (model default; 0: none, keep the last epoch)")
-    train.add_argument("--warm-start-from", help="checkpoint to start from (crysk, CGCNN .pth.tar, CrysAE .pth)")
+    train.add_argument("--warm-start-from", help="checkpoint to start from (crysk, CGCNN .pth.tar, CrysAE .pth) or a "
+                                                 "pretrained model's name (crysk pretrained list)")
     train.add_argument("--freeze", help="layers kept fixed: embedding, convs, convs[:k], all-but-head")
     train.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.partial")
@@ -483,11 +525,23 @@ def build_parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="predict with a saved model (crysk or original CGCNN checkpoint; classifiers print each class probability)",
                           description="Predict with a checkpoint; prints id<TAB>prediction lines, or writes a CSV "
                                       "with -o.")
-    pred.add_argument("model", help="checkpoint file (crysk, or an original CGCNN .pth.tar)")
+    pred.add_argument("model", help="checkpoint file (crysk, or an original CGCNN .pth.tar) or a pretrained model's name")
     pred.add_argument("structures", nargs="*", help="CIF/POSCAR files, or one .npz file or graph store from crysk featurize")
     pred.add_argument("-o", "--output", help="write the predictions to this CSV file (columns id, prediction)")
     _add_input_options(pred, table=False)
     pred.set_defaults(func=_predict)
+
+    pre = sub.add_parser("pretrained", help="list the pretrained models that ship with crysk, or show a model card",
+                         description="Pretrained models are used by name wherever a checkpoint path works "
+                                     "(warm_start_from=, crysk.load, crysk predict NAME ...).")
+    pre_sub = pre.add_subparsers(dest="pretrained_command", required=True, metavar="ACTION")
+    pre_list = pre_sub.add_parser("list", help="names of the models this installation has")
+    pre_list.add_argument("--all", action="store_true", help="also the planned models not shipped yet")
+    pre_list.set_defaults(func=_pretrained_list)
+    pre_info = pre_sub.add_parser("info", help="the model card of NAME")
+    pre_info.add_argument("name", help="a name from `crysk pretrained list`")
+    pre_info.add_argument("--json", action="store_true", help="the whole card as JSON (reference structures included)")
+    pre_info.set_defaults(func=_pretrained_info)
     return parser
 
 

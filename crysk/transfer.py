@@ -24,7 +24,11 @@ from .featurizer import settings_differences
 
 logger = logging.getLogger("crysk")
 
-__all__ = ["TransferReport", "transfer_weights", "without_head", "resolve_freeze", "resolve_tensors"]
+__all__ = ["TransferReport", "transfer_weights", "without_head", "resolve_freeze", "resolve_tensors", "encoder_shape",
+           "ENCODER_PARAMS"]
+
+#: the hyperparameters that shape the encoder (embedding and convolutions) of every crysk network
+ENCODER_PARAMS = ("atom_fea_len", "n_conv")
 
 # BatchNorm's counter is absent from old checkpoints and carries no knowledge
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
@@ -47,6 +51,9 @@ class TransferReport:
         Source tensors with no place in the target.
     reasons : dict of str to str
         Why each of ``initialized`` started fresh.
+    adopted : dict of str to int
+        Encoder hyperparameters taken from the source instead of the
+        estimator's defaults (e.g. ``{"n_conv": 4}``).
     """
 
     source: str
@@ -54,6 +61,7 @@ class TransferReport:
     initialized: list = field(default_factory=list)
     unused: list = field(default_factory=list)
     reasons: dict = field(default_factory=dict)
+    adopted: dict = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -63,6 +71,8 @@ class TransferReport:
     def summary(self) -> str:
         """One paragraph for logs and errors."""
         lines = [f"warm start from {self.source}: {len(self.loaded)} tensors loaded"]
+        if self.adopted:
+            lines.append("encoder built like the source's: " + ", ".join(f"{k}={v}" for k, v in self.adopted.items()))
         if self.initialized:
             lines.append(
                 "initialised afresh: " + ", ".join(f"{n} ({self.reasons.get(n, '')})" for n in self.initialized)
@@ -172,6 +182,32 @@ def transfer_weights(
             target[name].copy_(src.to(dtype=target[name].dtype))
     logger.info(report.summary())
     return report
+
+
+def encoder_shape(state_dict: dict) -> dict[str, int]:
+    """The encoder hyperparameters that a set of weights was made with, read from the tensor shapes.
+
+    Every crysk network (and the original CGCNN and CrysXPP ones) names its
+    element embedding ``embedding`` and its convolutions ``convs.<i>``.
+
+    Parameters
+    ----------
+    state_dict : mapping of str to torch.Tensor
+        The weights.
+
+    Returns
+    -------
+    dict
+        ``atom_fea_len`` and ``n_conv``, for those the weights show.
+    """
+    out: dict[str, int] = {}
+    emb = state_dict.get("embedding.weight")
+    if emb is not None and getattr(emb, "ndim", 0) == 2:
+        out["atom_fea_len"] = int(emb.shape[0])
+    convs = {k.split(".")[1] for k in state_dict if k.startswith("convs.") and k.split(".")[1].isdigit()}
+    if convs:
+        out["n_conv"] = len(convs)
+    return out
 
 
 def without_head(source: WeightSource, module: torch.nn.Module, reason: str) -> WeightSource:

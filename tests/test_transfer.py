@@ -99,9 +99,10 @@ def test_warm_start_from_original_cgcnn_checkpoint(cgcnn_path, data):
     model = CGCNNRegressor(h_fea_len=64, batch_size=32, max_epochs=1, random_state=0, warm_start_from=cgcnn_path)
     model.fit(g[:40], y[:40])
     rep = model.transfer_report_
-    assert {f"convs.{i}.fc_full.weight" for i in range(3)} <= set(rep.loaded)
+    # the file has four convolutions: left at its default, n_conv is taken from it (none is dropped)
+    assert {f"convs.{i}.fc_full.weight" for i in range(4)} <= set(rep.loaded)
     assert "embedding.bias" in rep.loaded
-    assert "convs.3.fc_full.weight" in rep.unused
+    assert model.adopted_params_ == {"n_conv": 4} and not any(n.startswith("convs.") for n in rep.unused)
     assert "conv_to_fc.weight" in rep.initialized
     assert "transfer" not in str(rep) or "warm start from" in str(rep)
 

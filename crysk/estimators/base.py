@@ -13,6 +13,7 @@ handling in :class:`~crysk.estimators.regressor.CrystalNetRegressor` and
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,15 @@ from ..distributed import broadcast_buffers, is_distributed, wrap_module
 from ..checkpoints import CheckpointError, crysk_payload, read_weights, save_checkpoint
 from ..featurizer import CrystalGraphFeaturizer, check_settings, graph_settings
 from ..graphs import CrystalGraphs
-from ..transfer import resolve_freeze, transfer_weights, without_head
+from ..transfer import ENCODER_PARAMS, encoder_shape, resolve_freeze, transfer_weights, without_head
 from .callbacks import NetMultiStepLR, RestoreBestWeights, ResumeSchedule, StopOnNonFinite, read_resume_state
 from .data import GraphDataMixin
 from .params import ParamsMixin
-from .registry import estimator_from_checkpoint, plain_params
+from .registry import from_pretrained_estimator, plain_params
 
 __all__ = ["CrystalNet"]
+
+logger = logging.getLogger("crysk")
 
 _OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -89,7 +92,7 @@ n_threads, device, random_state, verbose
         weight_decay: float = 0.0,
         lr_milestones: Any = (100,),
         gamma: float = 0.1,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         max_epochs: int = 100,
         validation_fraction: float | None = 0.2,
         warm_start_from: Any = None,
@@ -140,8 +143,9 @@ n_threads, device, random_state, verbose
 
     def _check_params(self, fit_params: dict[str, Any] | None = None) -> None:
         """Check every parameter (and the fit parameters); called by ``fit``, never by ``__init__``."""
-        for name in ("batch_size", "max_num_nbr"):
-            check_number(name, getattr(self, name), integer=True, low=1)
+        if not (self.batch_size == "auto" or self.batch_size == -1):
+            check_number("batch_size", self.batch_size, integer=True, low=1, hint=' (or "auto", or -1 for all)')
+        check_number("max_num_nbr", self.max_num_nbr, integer=True, low=1)
         check_number("max_epochs", self.max_epochs, integer=True, low=0, hint=" (0 only initialises)")
         check_number("lr", self.lr, low=0, low_open=True)
         check_number("lr_transferred", self.lr_transferred, low=0, low_open=True, allow_none=True)
@@ -225,12 +229,18 @@ n_threads, device, random_state, verbose
         self
         """
         seed = int(self._seeds()[0])
+        source = None if self.warm_start_from is None else read_weights(self.warm_start_from)
+        self.adopted_params_ = {} if source is None else self._adopt_encoder(source)
+        if self.adopted_params_:
+            logger.info(
+                "warm_start_from=%r: the network's encoder is built like the source's (%s) instead of the defaults",
+                self.warm_start_from, ", ".join(f"{k}={v}" for k, v in self.adopted_params_.items()),
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            module = self.module(**self._module_kwargs(), **self.get_params_for("module"))
+            module = self.module(**{**self._module_kwargs(), **self.adopted_params_}, **self.get_params_for("module"))
         self.transfer_report_ = None
-        if self.warm_start_from is not None:
-            source = read_weights(self.warm_start_from)
+        if source is not None:
             task = getattr(self, "_task", None)
             if source.task is not None and task is not None and source.task != task:
                 source = without_head(source, module, f"skipped: the output layer of a {source.task} model")
@@ -241,6 +251,7 @@ n_threads, device, random_state, verbose
                 expected_settings=self.graph_settings,
                 include=self.warm_start_include,
             )
+            self.transfer_report_.adopted = dict(self.adopted_params_)
         self.frozen_parameters_ = resolve_freeze(module, self.freeze)
         frozen = set(self.frozen_parameters_)
         transferred = set(self.transfer_report_.loaded) if self.transfer_report_ else set()
@@ -262,6 +273,46 @@ n_threads, device, random_state, verbose
         )
         self.module_ = module.to(self.device)
         return self
+
+    def _adopt_encoder(self, source: Any) -> dict[str, int]:
+        """Encoder hyperparameters to take from a warm-start source (see ``warm_start_from``).
+
+        A source whose encoder (``atom_fea_len``, ``n_conv``) differs from
+        this estimator's parameters must not lose layers silently: where the
+        parameter is at its constructor default, the source's value is
+        adopted (the network is built like the source's; the parameter
+        itself stays as given, so ``get_params`` and ``clone`` are
+        unchanged); where the user set another value, this raises, naming
+        what to set. With ``warm_start_include`` the user has chosen the
+        layers to take, so explicit values are kept as they are.
+        """
+        import inspect
+
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        adopted, conflicts = {}, []
+        for name, value in encoder_shape(source.state_dict).items():
+            if name not in ENCODER_PARAMS or not hasattr(self, name):
+                continue
+            mine = getattr(self, name)
+            if mine == value:
+                continue
+            if name in defaults and mine == defaults[name]:
+                adopted[name] = value
+            elif self.warm_start_include is None:
+                conflicts.append((name, mine, value))
+        if conflicts:
+            found = "; ".join(f"{n}={mine} here but {value} in the source" for n, mine, value in conflicts)
+            fixes = ", ".join(f"{n}={value}" for n, _, value in conflicts)
+            raise CheckpointError(
+                f"warm_start_from={self.warm_start_from!r} ({source.description}) has another encoder: {found}. "
+                f"Set {fixes} (or leave them at their defaults, which adopt the source's), or choose the layers "
+                "to take with warm_start_include (e.g. 'convs[:2]'); layers are never dropped silently"
+            )
+        return adopted
+
+    def _encoder_param(self, name: str) -> Any:
+        """An encoder hyperparameter as the fitted network has it (adopted from a warm start, or the parameter)."""
+        return getattr(self, "adopted_params_", {}).get(name, getattr(self, name))
 
     def initialize_criterion(self) -> "CrystalNet":
         """The ``criterion`` class given (with ``criterion__*`` arguments), or the estimator's own loss.
@@ -447,7 +498,8 @@ n_threads, device, random_state, verbose
         self._check_fitted()
         payload = crysk_payload(
             type(self).__name__,
-            plain_params(self),
+            # the network's real shape: encoder parameters adopted from a warm-start source replace the defaults
+            {**plain_params(self), **getattr(self, "adopted_params_", {})},
             self.module_.state_dict(),
             self.graph_settings,
             self.best_epoch_,
@@ -465,28 +517,43 @@ n_threads, device, random_state, verbose
         """Set the fitted attributes that :meth:`_checkpoint_state` saved."""
 
     @classmethod
-    def from_pretrained(cls, path: Any, **params: Any) -> "CrystalNet":
-        """Load a fitted estimator of this class from a checkpoint.
+    def from_pretrained(cls, name_or_path: Any, **params: Any) -> "CrystalNet":
+        """An estimator of this class from a pretrained model's name or a checkpoint.
+
+        Without changes to the network's shape this is the saved model,
+        fitted and ready to predict. With them (e.g. ``h_fea_len=64``, a new
+        head width for fine-tuning) it is an **unfitted** estimator with the
+        source's architecture, your changes and
+        ``warm_start_from=name_or_path``: ``fit`` on your data transfers
+        every tensor that fits and starts the rest fresh.
 
         Parameters
         ----------
-        path : str or os.PathLike
-            A crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN
+        name_or_path : str or os.PathLike
+            A pretrained model's name (:func:`crysk.pretrained.available`)
+            or a checkpoint path (a path that exists wins over a name): a
+            crysk checkpoint, or for ``CGCNNRegressor`` an original CGCNN
             regression one (for ``CGCNNClassifier`` a classification one),
             or for ``CrysXPPRegressor`` the CrysXPP authors'
             ``model_best.pth.tar``.
         **params
-            Hyperparameters to change after loading (e.g. ``device``).
+            Hyperparameters to change (e.g. ``device``, or ``h_fea_len``).
 
         Returns
         -------
         CrystalNet
-            A fitted estimator of this class.
+            A fitted estimator of this class, or an unfitted one set up to
+            warm-start from ``name_or_path`` when ``params`` change the
+            network's shape (``atom_fea_len``, ``n_conv``, ``h_fea_len``,
+            ``n_h`` ...).
+
+        Raises
+        ------
+        CheckpointError
+            For an unknown name (the message lists the names), an unreadable
+            file, or a fitted model of another class.
         """
-        est = estimator_from_checkpoint(read_weights(path), **params)
-        if not isinstance(est, cls):
-            raise CheckpointError(f"{str(path)!r} holds a {type(est).__name__}, not a {cls.__name__}")
-        return est
+        return from_pretrained_estimator(cls, name_or_path, **params)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -62,8 +62,14 @@ class CGCNNRegressor(_CGCNNShape, CrystalNetRegressor):
         Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
         Factor applied to the learning rate at each of ``lr_milestones``.
-    batch_size : int, default=256
-        Crystals per training step (-1: all of them).
+    batch_size : int, "auto" or -1, default="auto"
+        Crystals per training step. ``"auto"`` picks the power of two nearest
+        to a 32nd of the training set, between 16 and 256 (CGCNN's batch),
+        so that a few hundred crystals still get ~30 optimiser steps per
+        epoch; the resolved value is ``batch_size_``
+        (:func:`crysk.estimators.data.auto_batch_size`). ``256`` is the
+        CGCNN code's and the TL-CGCNN paper's setting; -1: all crystals in
+        one batch.
     max_epochs : int, default=100
         Epochs per ``fit`` (0 only initialises the network).
     validation_fraction : float or None, default=0.2
@@ -84,13 +90,21 @@ class CGCNNRegressor(_CGCNNShape, CrystalNetRegressor):
     target_weights : array-like of shape (n_targets,), optional
         Weight of each target in the (masked) loss; default all 1.
     warm_start_from : str, os.PathLike or fitted estimator, optional
-        Start from these weights (transfer learning): a crysk checkpoint
-        (``save_pretrained``), a fitted crysk estimator, an original CGCNN
-        ``.pth.tar`` file, the CrysXPP authors' predictor
+        Start from these weights (transfer learning): the name of a
+        pretrained model shipped with crysk (``"cgcnn-mp-eform"``, see
+        :mod:`crysk.pretrained`; a path that exists wins over a name), a crysk
+        checkpoint (``save_pretrained``), a fitted crysk estimator, an
+        original CGCNN ``.pth.tar`` file, the CrysXPP authors' predictor
         ``model_best.pth.tar`` or their released CrysAE ``model_pretrain.pth``.
         Tensors are matched by name and shape; the rest (e.g. a head of
         another width) starts fresh. Read at every ``fit``; the outcome is in
-        ``transfer_report_``.
+        ``transfer_report_``. The encoder is never cut short silently: where
+        the source's ``atom_fea_len`` or ``n_conv`` differs from this
+        estimator's and the parameter is at its default, the network is built
+        like the source's (``adopted_params_``; e.g. the original CGCNN
+        formation-energy model has 4 convolutions); where you set another
+        value, ``fit`` raises :class:`~crysk.CheckpointError` naming the
+        parameters to set, unless ``warm_start_include`` picks the layers.
     freeze : str or list of str, optional
         Parameters kept fixed during training: ``"embedding"``, ``"convs"``,
         ``"convs[:k]"``, ``"all-but-head"`` (the paper's layer freezing: only
@@ -148,6 +162,12 @@ class CGCNNRegressor(_CGCNNShape, CrystalNetRegressor):
     n_outputs_ : int
     best_epoch_ : int or None
         Epoch whose weights were restored (None without validation).
+    batch_size_ : int
+        The batch size the last fit trained with (``batch_size`` resolved).
+    adopted_params_ : dict
+        Encoder hyperparameters (``atom_fea_len``, ``n_conv``) taken from
+        ``warm_start_from`` because they were left at their defaults; empty
+        when the encoder is built from the parameters as given.
     transfer_report_ : crysk.transfer.TransferReport or None
         What ``warm_start_from`` loaded and what started fresh.
     frozen_parameters_ : list of str
@@ -180,7 +200,7 @@ class CGCNNRegressor(_CGCNNShape, CrystalNetRegressor):
         weight_decay: float = 0.0,
         lr_milestones: Any = (100,),
         gamma: float = 0.1,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         max_epochs: int = 100,
         validation_fraction: float | None = 0.2,
         loss: str = "mse",
@@ -278,8 +298,14 @@ class CGCNNClassifier(_CGCNNShape, CrystalNetClassifier):
         Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
         Factor applied to the learning rate at each of ``lr_milestones``.
-    batch_size : int, default=256
-        Crystals per training step (-1: all of them).
+    batch_size : int, "auto" or -1, default="auto"
+        Crystals per training step. ``"auto"`` picks the power of two nearest
+        to a 32nd of the training set, between 16 and 256 (CGCNN's batch),
+        so that a few hundred crystals still get ~30 optimiser steps per
+        epoch; the resolved value is ``batch_size_``
+        (:func:`crysk.estimators.data.auto_batch_size`). ``256`` is the
+        CGCNN code's and the TL-CGCNN paper's setting; -1: all crystals in
+        one batch.
     max_epochs : int, default=100
         Epochs per ``fit`` (0 only initialises the network).
     validation_fraction : float or None, default=0.2
@@ -331,6 +357,12 @@ class CGCNNClassifier(_CGCNNShape, CrystalNetClassifier):
         Number of network outputs (= number of classes).
     best_epoch_ : int or None
         Epoch whose weights were restored (None without validation).
+    batch_size_ : int
+        The batch size the last fit trained with (``batch_size`` resolved).
+    adopted_params_ : dict
+        Encoder hyperparameters (``atom_fea_len``, ``n_conv``) taken from
+        ``warm_start_from`` because they were left at their defaults; empty
+        when the encoder is built from the parameters as given.
     transfer_report_ : crysk.transfer.TransferReport or None
         What ``warm_start_from`` loaded and what started fresh.
     frozen_parameters_ : list of str
@@ -363,7 +395,7 @@ class CGCNNClassifier(_CGCNNShape, CrystalNetClassifier):
         weight_decay: float = 0.0,
         lr_milestones: Any = (100,),
         gamma: float = 0.1,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         max_epochs: int = 100,
         validation_fraction: float | None = 0.2,
         class_weight: Any = None,

@@ -69,8 +69,13 @@ class CrysAE(TransformerMixin, CrystalNet):
         Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
         Factor applied to the learning rate at each of ``lr_milestones``.
-    batch_size : int, default=512
-        Crystals per training step (-1: all of them).
+    batch_size : int, "auto" or -1, default="auto"
+        Crystals per training step. ``"auto"`` picks the power of two nearest
+        to a 32nd of the training set, between 16 and 512 (the CrysXPP
+        paper's batch), so that a few hundred crystals still get ~30
+        optimiser steps per epoch (with 512, 400 crystals get one step per
+        epoch); the resolved value is ``batch_size_``. ``512`` is the paper's
+        setting; -1: all crystals in one batch.
     max_epochs : int, default=200
         Epochs per ``fit`` (0 only initialises the network).
     validation_fraction : float or None, default=0.1
@@ -118,6 +123,7 @@ class CrysAE(TransformerMixin, CrystalNet):
     """
 
     _default_module = CrysAENet
+    _auto_batch_cap = 512  # the CrysXPP paper's batch size
 
     def __init__(
         self,
@@ -138,7 +144,7 @@ class CrysAE(TransformerMixin, CrystalNet):
         weight_decay: float = 0.0,
         lr_milestones: Any = (100,),
         gamma: float = 0.1,
-        batch_size: int = 512,
+        batch_size: int | str = "auto",
         max_epochs: int = 200,
         validation_fraction: float | None = 0.1,
         warm_start_from: Any = None,
@@ -343,7 +349,7 @@ class CrysAE(TransformerMixin, CrystalNet):
         """
         parts = [pooled.float().cpu().numpy() for _, (_, pooled) in self._batches(X)]
         if not parts:
-            return np.zeros((0, self.atom_fea_len), dtype=np.float32)
+            return np.zeros((0, self._encoder_param("atom_fea_len")), dtype=np.float32)
         return np.concatenate(parts)
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
@@ -354,7 +360,7 @@ class CrysAE(TransformerMixin, CrystalNet):
         input_features : ignored
             The names do not depend on the input.
         """
-        return np.array([f"crysae{i}" for i in range(self.atom_fea_len)], dtype=object)
+        return np.array([f"crysae{i}" for i in range(self._encoder_param("atom_fea_len"))], dtype=object)
 
     def reconstruction_loss(self, X: Any) -> dict[str, float]:
         """Mean of each reconstruction term on ``X`` (every term, whatever ``reconstruct`` is).

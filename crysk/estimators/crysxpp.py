@@ -21,6 +21,7 @@ class _CrysXPPModel:
     """What makes a CrysXPP estimator, whatever its task: the selector network, its L1 penalty, the explanations."""
 
     _default_module = CrysXPPNet
+    _auto_batch_cap = 512  # the CrysXPP paper's batch size
 
     def _module_kwargs(self) -> dict[str, Any]:
         return {
@@ -244,8 +245,13 @@ class CrysXPPRegressor(_CrysXPPModel, CrystalNetRegressor):
         Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
         Factor of the learning-rate steps.
-    batch_size : int, default=512
-        Crystals per batch (the paper's 512).
+    batch_size : int, "auto" or -1, default="auto"
+        Crystals per training step. ``"auto"`` picks the power of two nearest
+        to a 32nd of the training set, between 16 and 512 (the CrysXPP
+        paper's batch), so that a few hundred crystals still get ~30
+        optimiser steps per epoch (with 512, 400 crystals get one step per
+        epoch); the resolved value is ``batch_size_``. ``512`` is the paper's
+        setting; -1: all crystals in one batch.
     max_epochs : int, default=200
         Training epochs (the paper's 200); the best validation epoch is kept.
     validation_fraction : float or None, default=0.1
@@ -319,7 +325,7 @@ class CrysXPPRegressor(_CrysXPPModel, CrystalNetRegressor):
         weight_decay: float = 0.0,
         lr_milestones: Any = (100,),
         gamma: float = 0.1,
-        batch_size: int = 512,
+        batch_size: int | str = "auto",
         max_epochs: int = 200,
         validation_fraction: float | None = 0.1,
         loss: str = "mse",
@@ -425,8 +431,13 @@ class CrysXPPClassifier(_CrysXPPModel, CrystalNetClassifier):
         Epochs at which the learning rate is multiplied by ``gamma``.
     gamma : float, default=0.1
         Factor applied to the learning rate at each milestone.
-    batch_size : int, default=512
-        Crystals per training step (the paper's 512; -1: all of them).
+    batch_size : int, "auto" or -1, default="auto"
+        Crystals per training step. ``"auto"`` picks the power of two nearest
+        to a 32nd of the training set, between 16 and 512 (the CrysXPP
+        paper's batch), so that a few hundred crystals still get ~30
+        optimiser steps per epoch (with 512, 400 crystals get one step per
+        epoch); the resolved value is ``batch_size_``. ``512`` is the paper's
+        setting; -1: all crystals in one batch.
     max_epochs : int, default=200
         Training epochs; the best validation epoch is kept.
     validation_fraction : float or None, default=0.1
@@ -483,7 +494,7 @@ class CrysXPPClassifier(_CrysXPPModel, CrystalNetClassifier):
         weight_decay: float = 0.0,
         lr_milestones: Any = (100,),
         gamma: float = 0.1,
-        batch_size: int = 512,
+        batch_size: int | str = "auto",
         max_epochs: int = 200,
         validation_fraction: float | None = 0.1,
         class_weight: Any = None,

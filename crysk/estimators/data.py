@@ -14,7 +14,40 @@ from typing import Any
 
 from ..graphs import CrystalGraphs, GraphTensors
 
-__all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator", "GraphDataMixin", "as_graph_dataset"]
+__all__ = ["GraphBatch", "GraphDataset", "GraphBatchIterator", "GraphDataMixin", "as_graph_dataset", "auto_batch_size"]
+
+#: ``batch_size="auto"`` aims at about this many optimiser steps per epoch
+AUTO_STEPS_PER_EPOCH = 32
+#: and never goes below this batch size (smaller batches give noisy batch-norm statistics and slow CPU epochs)
+AUTO_MIN_BATCH = 16
+
+
+def auto_batch_size(n_train: int, cap: int) -> int:
+    """The batch size ``batch_size="auto"`` gives for ``n_train`` training crystals.
+
+    The power of two nearest to ``n_train / 32`` (about 32 optimiser steps
+    per epoch), at least 16 and at most ``cap`` (the paper's batch size):
+    16 up to ~700 crystals, 32 at 1,000, 128 at 4,000, and the paper's
+    setting (256 for CGCNN, 512 for CrysXPP and CrysAE) from ~6,000 / ~12,000
+    crystals on. With a fixed large batch a few hundred crystals give one or
+    two steps per epoch, too few for SGD to get anywhere in a normal number
+    of epochs (learning curve in ``benchmarks/RESULTS.md``).
+
+    Parameters
+    ----------
+    n_train : int
+        Crystals in the training set (the validation part excluded).
+    cap : int
+        The largest batch size to return.
+
+    Returns
+    -------
+    int
+    """
+    if n_train <= 0:
+        return max(1, min(AUTO_MIN_BATCH, cap))
+    size = 2 ** int(round(np.log2(max(n_train / AUTO_STEPS_PER_EPOCH, 1.0))))
+    return int(min(max(size, AUTO_MIN_BATCH), cap))
 
 
 class GraphBatch:
@@ -211,6 +244,9 @@ class GraphDataMixin:
     ``initialize``), ``_seeds()`` and the skorch/crysk parameters read here.
     """
 
+    #: the largest batch ``batch_size="auto"`` picks: the paper's batch size of the model
+    _auto_batch_cap = 256
+
     def get_dataset(self, X: Any, y: Any = None) -> GraphDataset:
         """Wrap graphs (already featurized) into a device-resident dataset.
 
@@ -292,8 +328,19 @@ class GraphDataMixin:
         GraphBatchIterator
         """
         dataset = as_graph_dataset(dataset)
-        batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
+        if self.batch_size == -1:
+            batch_size = len(dataset)
+        elif self.batch_size == "auto":
+            # resolved on the training set at each fit (batch_size_); evaluation reuses it, since any batch
+            # size gives the same outputs in evaluation mode
+            resolved = getattr(self, "batch_size_", None)
+            if training or resolved is None:
+                resolved = auto_batch_size(len(dataset), self._auto_batch_cap)
+            batch_size = resolved
+        else:
+            batch_size = self.batch_size
         if training:
+            self.batch_size_ = batch_size
             ddp = getattr(self, "_ddp", None)
             if ddp is not None:
                 # data-parallel: batch_size crystals per rank, each rank its share of the global batch

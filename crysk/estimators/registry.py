@@ -21,13 +21,16 @@ from ..checkpoints import (
 )
 from ..featurizer import graph_settings
 
-__all__ = ["register_estimator", "registered_estimators", "estimator_from_checkpoint", "load", "plain_params"]
+__all__ = ["register_estimator", "registered_estimators", "estimator_from_checkpoint", "from_pretrained_estimator",
+           "load", "plain_params"]
 
 _REGISTRY: dict[str, type] = {}
 _SIMPLE = (bool, int, float, str, type(None))
 # parameters that describe a run, not the model: a loaded model gets the defaults
 _NOT_STORED = {"warm_start_from", "warm_start_include", "freeze", "callbacks", "module", "criterion", "dataset", "iterator_train",
                "iterator_valid", "train_split", "verbose", "n_jobs", "n_threads", "malloc_tuning"}
+# parameters that shape the network's tensors: changing one means the saved weights no longer all fit
+_SHAPE_PARAMS = ("atom_fea_len", "n_conv", "h_fea_len", "n_h", "pair_fea_len", "feature_selector", "embedding_bias")
 
 
 def register_estimator(cls: type) -> type:
@@ -152,13 +155,60 @@ def estimator_from_checkpoint(source: WeightSource, **params: Any) -> Any:
     return est
 
 
+def from_pretrained_estimator(estimator_class: type, name_or_path: Any, **params: Any) -> Any:
+    """What ``estimator_class.from_pretrained(name_or_path, **params)`` returns (see ``CrystalNet.from_pretrained``).
+
+    Parameters
+    ----------
+    estimator_class : type
+        The estimator class asked for.
+    name_or_path : str or os.PathLike
+        A pretrained model's name or a checkpoint path.
+    **params
+        Hyperparameters to change.
+
+    Returns
+    -------
+    estimator
+        Fitted when ``params`` keep the network's shape; otherwise unfitted,
+        with the source's architecture, ``params`` and
+        ``warm_start_from=name_or_path``.
+
+    Raises
+    ------
+    CheckpointError
+        For an unknown name, an unreadable file, or (fitted case) a model of
+        another class.
+    """
+    source = read_weights(name_or_path)
+    plain = {k: v for k, v in params.items() if k not in _SHAPE_PARAMS}
+    saved = estimator_from_checkpoint(source, **plain)
+    changes = {k: v for k, v in params.items() if k in _SHAPE_PARAMS and getattr(saved, k, v) != v}
+    if not changes:
+        if not isinstance(saved, estimator_class):
+            raise CheckpointError(
+                f"{source.description} holds a {type(saved).__name__}, not a {estimator_class.__name__}"
+            )
+        return saved
+    # a new shape: the source's architecture and graph settings, the class's training defaults, the changes
+    accepted = set(estimator_class().get_params(deep=False))
+    keys = (*_SHAPE_PARAMS, "radius", "max_num_nbr")
+    shape = {k: getattr(saved, k) for k in keys if k in accepted and hasattr(saved, k)}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise ValueError(f"{estimator_class.__name__} has no parameters {unknown}")
+    return estimator_class(**{**shape, **params, "warm_start_from": name_or_path})
+
+
 def load(path: str | os.PathLike) -> Any:
-    """Load a ready-to-predict estimator from a checkpoint file.
+    """Load a ready-to-predict estimator from a pretrained model's name or a checkpoint file.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A crysk checkpoint (``save_pretrained``), an original CGCNN
+        The name of a pretrained model shipped with crysk
+        (:func:`crysk.pretrained.available`; its sha256 is checked, and a
+        path that exists wins over a name), a crysk checkpoint (``save_pretrained``), an original CGCNN
         ``.pth.tar`` checkpoint or an original CrysXPP predictor
         (``model_best.pth.tar``); the original regression files predict in
         original units with their stored normaliser, and an original CGCNN
