@@ -21,6 +21,7 @@ _LAZY = {
     "CrysAE": "estimators",
     "CrysXPPRegressor": "estimators",
     "CheckpointError": "checkpoints",
+    "DeepEnsemble": "ensemble",
     "load": "estimators",
     "CrystalGraphFeaturizer": "featurizer",
     "CrystalGraphs": "graphs",
@@ -45,7 +46,7 @@ _LAZY = {
 
 # submodules reachable as attributes (``crysk.transfer.load_checkpoint``), as with eager imports
 _SUBMODULES = {
-    "baselines", "checkpoints", "cli", "correction", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
+    "baselines", "checkpoints", "cli", "correction", "datasets", "demo", "elements", "ensemble", "estimators", "evaluation", "featurizer",
     "graphs", "nn", "parallel", "plotting", "structures", "targets", "transfer",
 }
 
@@ -68,6 +69,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .graphs import CrystalGraphs, concatenate
     from .structures import CrystalInputError, as_structure
     from .checkpoints import CheckpointError
+    from .ensemble import DeepEnsemble
     from .estimators import load
 
 
