@@ -184,7 +184,8 @@ class DeepEnsemble(BaseEstimator):
 
         Returns
         -------
-        self
+        DeepEnsemble
+            This ensemble, fitted.
         """
         self._check_estimator()
         n = int(check_number("n_members", self.n_members, integer=True, low=2,
@@ -312,7 +313,8 @@ class DeepEnsemble(BaseEstimator):
 
         Returns
         -------
-        self
+        DeepEnsemble
+            This ensemble, with ``std_scale_`` set.
         """
         mean, std = self.predict(X, return_std=True, calibrated=False)
         y = np.asarray(y, dtype=np.float64).reshape(mean.shape)
@@ -330,6 +332,11 @@ class DeepEnsemble(BaseEstimator):
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R² of the mean prediction (regressors) or accuracy (classifiers).
+
+        NaN targets (crystals missing some targets, with the estimator's
+        ``missing_targets="ignore"``) are left out as the crysk regressors'
+        ``score`` does: each target's R² over the crystals that have it,
+        averaged over the targets.
 
         Parameters
         ----------
@@ -350,7 +357,16 @@ class DeepEnsemble(BaseEstimator):
         pred = self.predict(X)
         if is_classifier(self.estimator):
             return float(accuracy_score(y, pred, sample_weight=sample_weight))
-        return float(r2_score(y, pred, sample_weight=sample_weight))
+        y = np.asarray(y, dtype=np.float64)
+        if not np.isnan(y).any():
+            return float(r2_score(y, pred, sample_weight=sample_weight))
+        y2, p2 = y.reshape(len(y), -1), pred.reshape(len(pred), -1)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        scores = []
+        for j in range(y2.shape[1]):
+            keep = ~np.isnan(y2[:, j])
+            scores.append(r2_score(y2[keep, j], p2[keep, j], sample_weight=None if w is None else w[keep]))
+        return float(np.mean(scores))
 
     # ------------------------------------------------------------------ scikit-learn
     def __sklearn_tags__(self):

@@ -56,8 +56,15 @@ def test_multi_target_std_shape(data):
     ens = DeepEnsemble(CGCNNRegressor(**{**TINY, "max_epochs": 2}), n_members=2, random_state=0).fit(g, y2)
     mean, std = ens.predict(g[:7], return_std=True)
     assert mean.shape == std.shape == (7, 2) and np.all(std > 0)
-    ens.recalibrate(g[:30], y2[:30])
+    y_missing = y2[:30].copy()
+    y_missing[::3, 1] = np.nan  # recalibrate and score leave missing targets out
+    ens.recalibrate(g[:30], y_missing)
     assert np.shape(ens.std_scale_) == (2,) and np.all(ens.std_scale_ > 0)
+    mean, raw = ens.predict(g[:30], return_std=True, calibrated=False)
+    keep = ~np.isnan(y_missing[:, 1])
+    expected = np.sqrt(np.mean(((y_missing[keep, 1] - mean[keep, 1]) / raw[keep, 1]) ** 2))
+    assert ens.std_scale_[1] == pytest.approx(expected, rel=1e-9)
+    assert np.isfinite(ens.score(g[:30], y_missing))
 
 
 def test_reproducible_with_random_state_serial_or_parallel(fitted, data):
