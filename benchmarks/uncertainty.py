@@ -151,7 +151,10 @@ def main() -> None:
     # what tl_paper.cgcnn reads besides epochs: its full-mode batch size and target scaling of these 100-epoch runs
     args.batch_size, args.target_scaler = 64, "standard"
     changed = {k: getattr(args, k) for k in defaults if getattr(args, k) != defaults[k]}
-    suffix = ("_quick" if args.quick else "") + ("_custom" if changed or args.targets != list(TARGET_NAMES) else "")
+    # a run with other settings or targets must not overwrite the table of the standard run
+    suffix = ("_quick" if args.quick else "") + ("_custom" if changed else "")
+    if args.targets != list(TARGET_NAMES):
+        suffix += "_" + "_".join(args.targets)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     RESULTS.mkdir(parents=True, exist_ok=True)
