@@ -21,6 +21,7 @@ _LAZY = {
     "CrysAE": "estimators",
     "CrysXPPRegressor": "estimators",
     "CheckpointError": "checkpoints",
+    "DeepEnsemble": "ensemble",
     "load": "estimators",
     "CrystalGraphFeaturizer": "featurizer",
     "CrystalGraphs": "graphs",
@@ -46,7 +47,7 @@ _LAZY = {
 
 # submodules reachable as attributes (``crysk.transfer.load_checkpoint``), as with eager imports
 _SUBMODULES = {
-    "baselines", "checkpoints", "cli", "correction", "datasets", "demo", "elements", "estimators", "evaluation", "featurizer",
+    "baselines", "checkpoints", "cli", "correction", "datasets", "demo", "elements", "ensemble", "estimators", "evaluation", "featurizer",
     "graphs", "nn", "parallel", "plotting", "pretrained", "store", "structures", "targets", "transfer",
 }
 
@@ -70,6 +71,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .featurizer import featurize_to_disk
     from .structures import CrystalInputError, as_structure
     from .checkpoints import CheckpointError
+    from .ensemble import DeepEnsemble
     from .estimators import load
 
 
