@@ -81,3 +81,21 @@ def eform_graphs(eform_records):
         [r["cif"] for r in eform_records], ids=[r["id"] for r in eform_records]
     )
     return graphs, np.array([r["formation_energy_per_atom"] for r in eform_records])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fixed_torch_threads():
+    """Give every fit with the default ``n_threads=None`` one torch thread.
+
+    The default takes the cores that other processes leave free when a fit
+    starts, so on a shared machine two fits in one test could run on different
+    thread counts and differ in the last bits of their float sums; tests that
+    compare fits bit for bit must not depend on the neighbours' load.
+    ``tests/test_threads.py`` tests the automatic choice itself.
+    """
+    import crysk._threads as threads
+
+    original = threads.free_cores
+    threads.free_cores = lambda: 1
+    yield
+    threads.free_cores = original
