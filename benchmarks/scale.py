@@ -110,7 +110,12 @@ def du_mb(path: Path) -> float:
 
 def stage_featurize(args) -> None:
     from crysk import CrystalGraphFeaturizer, featurize_to_disk
+    from crysk.store import is_store
 
+    # chunks an interrupted run left are skipped, so only the rest counts towards this run's rate
+    kept_dir = Path(args.store) / "_chunks"
+    kept = sum(1 for c in kept_dir.glob("chunk-*") if is_store(c)) if kept_dir.is_dir() else 0
+    todo = max(0, args.n - kept * args.chunk_size)
     tree = TreePeak()
     t = time.perf_counter()
     graphs = featurize_to_disk(
@@ -123,8 +128,8 @@ def stage_featurize(args) -> None:
     wall = time.perf_counter() - t
     tree_peak = tree.stop()
     print(f"featurized {args.n:,} inputs -> {len(graphs):,} graphs in {wall:,.0f} s "
-          f"({args.n / wall:,.0f} structures/s, n_jobs={args.n_jobs}, chunk_size={args.chunk_size:,}; "
-          "a resumed run counts only its own time)")
+          f"({todo / wall:,.0f} structures/s over the {todo:,} this run featurized, {kept} chunk(s) kept from an "
+          f"earlier run; n_jobs={args.n_jobs}, chunk_size={args.chunk_size:,})")
     print(f"store: {args.store} ({du_mb(Path(args.store)):,.0f} MB on disk, "
           f"{len(graphs.atomic_numbers):,} atoms, {len(graphs.neighbors):,} edges)")
     print(f"peak RSS: main process {peak_rss_mb():,.0f} MB; process tree (main + workers) {tree_peak:,.0f} MB")
