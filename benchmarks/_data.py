@@ -28,6 +28,15 @@ def read_jsonl(name: str, limit: int | None = None) -> list[dict]:
     return records
 
 
+def fill_mode_defaults(args, quick: dict, full: dict) -> dict:
+    """Set every option of ``args`` left at None to its ``--quick`` or full-run default; return those defaults."""
+    defaults = quick if args.quick else full
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return defaults
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _data import data_dir, peak_rss_mb
+from _data import data_dir, fill_mode_defaults, peak_rss_mb
 
 from crysk import CGCNNRegressor, CrystalGraphFeaturizer
 
@@ -150,10 +150,7 @@ def main() -> None:
     parser.add_argument("--n-threads", type=int, default=1, help="torch threads per fit")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    defaults = QUICK if args.quick else FULL
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    defaults = fill_mode_defaults(args, QUICK, FULL)
     changed = {k: getattr(args, k) for k in defaults if getattr(args, k) != defaults[k]}
     suffix = ("_quick" if args.quick else "") + ("_custom" if changed or args.seed else "")
     warnings.filterwarnings("ignore", category=UserWarning)

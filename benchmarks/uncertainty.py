@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
+from _data import fill_mode_defaults
 from tl_paper import RESULTS, TARGETS, Clock, cgcnn, featurize, markdown, read_records, sample
 
 from crysk import DeepEnsemble
@@ -144,10 +145,7 @@ def main() -> None:
     parser.add_argument("--featurize-jobs", type=int, default=1, help="featurizer processes")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    defaults = QUICK if args.quick else FULL
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    defaults = fill_mode_defaults(args, QUICK, FULL)
     # what tl_paper.cgcnn reads besides epochs: its full-mode batch size and target scaling of these 100-epoch runs
     args.batch_size, args.target_scaler = 64, "standard"
     changed = {k: getattr(args, k) for k in defaults if getattr(args, k) != defaults[k]}
