@@ -51,6 +51,25 @@ def test_gaussian_expansion_defaults():
     assert torch.allclose(out[0, 0], torch.tensor(1.0)) and torch.allclose(out[1, -1], torch.tensor(1.0))
 
 
+def test_gaussian_expansion_has_no_subnormal_values():
+    # far tails underflow below float32's smallest normal number; x86 CPUs multiply such operands
+    # many times slower, so the expansion sets them to 0 (and leaves every normal value as exp gives it)
+    g = GaussianExpansion(0.0, 8.0, 0.2)
+    d = torch.linspace(0.5, 8.0, 3001)
+    tiny = torch.finfo(torch.float32).tiny
+    diff = d.unsqueeze(-1) - g.centers
+    exact = torch.exp(-(diff * diff) * g.inv_var2)
+    assert ((exact > 0) & (exact < tiny)).any()  # the data do produce subnormals
+    for mode in (True, False):  # the in-place training path and the evaluation path
+        g.train(mode)
+        with torch.no_grad():
+            out = g(d)
+        assert not ((out > 0) & (out < tiny)).any()
+        normal = exact >= tiny
+        torch.testing.assert_close(out[normal], exact[normal], rtol=1e-6, atol=0)
+        assert (out[~normal] == 0).all()
+
+
 def test_cgcnn_parameter_names_follow_the_original():
     names = set(CGCNN(n_conv=2, n_h=2).state_dict())
     for expected in ["embedding.weight", "embedding.bias", "convs.1.fc_full.weight", "convs.0.bn1.running_var",
