@@ -111,3 +111,37 @@ def test_torch_threads_restores_on_error():
         with torch_threads(1):
             raise RuntimeError
     assert torch.get_num_threads() == before
+
+
+class RecordThreads(Callback):
+    def on_train_begin(self, net, **kwargs):
+        self.seen_ = []
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.seen_.append(torch.get_num_threads())
+
+
+def test_auto_threads_follow_the_load_from_epoch_to_epoch(data, monkeypatch):
+    # a long fit outlives the load it started under: each epoch takes the cores free at its start,
+    # never more than torch's own setting, and torch's setting comes back afterwards
+    import crysk._threads as threads
+
+    g, y = data
+    free = iter([1, 1, 2, 2, 1, 8])  # the fit's start, then epochs 1-5
+    monkeypatch.setattr(threads, "free_cores", lambda: next(free))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = RecordThreads()
+        model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, max_epochs=5, batch_size=10,
+                               random_state=0, callbacks=[("seen", seen)])
+        model.fit(g, y)
+        assert seen.seen_ == [1, 2, 2, 1, 2]
+        assert torch.get_num_threads() == 2
+        # an explicit count is kept whatever the load
+        model.set_params(n_threads=1, max_epochs=3)
+        free = iter([2] * 10)
+        model.fit(g, y)
+        assert seen.seen_ == [1, 1, 1]
+    finally:
+        torch.set_num_threads(before)

@@ -25,6 +25,7 @@ from skorch import NeuralNet
 from skorch.callbacks import EpochTimer, PassthroughScoring, PrintLog
 
 from .._malloc import malloc_tuning
+from .. import _threads
 from .._threads import resolve_n_threads, torch_threads
 from .._warnings import warn_user
 from .._validation import check_number, check_option
@@ -402,6 +403,8 @@ n_threads, device, random_state, verbose
         else:
             norms = []
         try:
+            # the ceiling for the per-epoch re-check (on_epoch_begin): torch's setting outside the fit
+            object.__setattr__(self, "_thread_cap", torch.get_num_threads())
             with malloc_tuning(tune), torch_threads(resolve_n_threads(self.n_threads)):
                 super().fit_loop(X, y, epochs=epochs, **fit_params)
             if self._ddp is not None:
@@ -409,6 +412,7 @@ n_threads, device, random_state, verbose
             return self
         finally:
             object.__setattr__(self, "_ddp", None)
+            object.__setattr__(self, "_thread_cap", None)
             for norm in norms:
                 del norm.sync_stats
 
@@ -453,6 +457,29 @@ n_threads, device, random_state, verbose
         history = getattr(self, "history_", None) or []
         scores = [row[key] for row in history if row.get(self._monitor) and key in row]
         return float(scores[-1]) if scores else None
+
+    def on_epoch_begin(self, net: "CrystalNet", **kwargs: Any) -> None:
+        """With ``n_threads=None``, take up the cores that other work has left free since the last epoch.
+
+        A fit of many epochs outlives the load it started under: a fit begun
+        beside a busy process would otherwise keep one thread after that
+        process ends, and one begun on an idle machine would keep sharing its
+        cores with work started later. ``fit_loop`` restores torch's setting.
+
+        Parameters
+        ----------
+        net : CrystalNet
+            This estimator (skorch's callback signature).
+        **kwargs
+            skorch's epoch arguments.
+        """
+        super().on_epoch_begin(net, **kwargs)
+        cap = getattr(self, "_thread_cap", None)
+        if cap is None or self.n_threads is not None or self._ddp is not None or torch.device(self.device).type != "cpu":
+            return
+        wanted = max(1, min(cap, _threads.free_cores()))  # looked up here: tests pin it
+        if wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
 
     def on_epoch_end(self, net: "CrystalNet", **kwargs: Any) -> None:
         """Let the module drop the per-edge buffers it keeps between training steps.

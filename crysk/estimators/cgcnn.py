@@ -139,10 +139,12 @@ class CGCNNRegressor(_CGCNNShape, CrystalNetRegressor):
     n_threads : int, optional
         Torch threads during ``fit`` and ``predict`` (torch's own setting is
         restored afterwards). ``None``: the cores not busy with other work
-        when the call starts (other processes' runnable threads, see
-        :func:`crysk._threads.free_cores`), at most torch's own setting, since OpenMP threads that share busy cores slow training
-        down several-fold; ``-1``: torch's setting. Affects speed only (and
-        the last bits of floating-point sums).
+        when the call starts, checked again at the start of each training
+        epoch so that a long fit takes up cores other work leaves free (other
+        processes' runnable threads, see :func:`crysk._threads.free_cores`),
+        at most torch's own setting, since OpenMP threads that share busy
+        cores slow training down several-fold; ``-1``: torch's setting.
+        Affects speed only (and the last bits of floating-point sums).
     device : str, default="cpu"
         Torch device, e.g. ``"cuda"``. The training data moves there once.
     random_state : int, optional
