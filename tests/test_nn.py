@@ -52,22 +52,29 @@ def test_gaussian_expansion_defaults():
 
 
 def test_gaussian_expansion_has_no_subnormal_values():
-    # far tails underflow below float32's smallest normal number; x86 CPUs multiply such operands
-    # many times slower, so the expansion sets them to 0 (and leaves every normal value as exp gives it)
+    # far tails underflow below float32's smallest normal number; x86 CPUs compute exp into that range,
+    # and multiply such operands, many times slower, so the expansion sets values below 2e-38 to 0
+    # (and leaves every other value as exp gives it)
     g = GaussianExpansion(0.0, 8.0, 0.2)
     d = torch.linspace(0.5, 8.0, 3001)
     tiny = torch.finfo(torch.float32).tiny
     diff = d.unsqueeze(-1) - g.centers
-    exact = torch.exp(-(diff * diff) * g.inv_var2)
+    exact = torch.exp(-(diff * diff * g.inv_var2))
     assert ((exact > 0) & (exact < tiny)).any()  # the data do produce subnormals
     for mode in (True, False):  # the in-place training path and the evaluation path
         g.train(mode)
         with torch.no_grad():
             out = g(d)
         assert not ((out > 0) & (out < tiny)).any()
-        normal = exact >= tiny
-        torch.testing.assert_close(out[normal], exact[normal], rtol=1e-6, atol=0)
-        assert (out[~normal] == 0).all()
+        kept = exact >= 2e-38
+        torch.testing.assert_close(out[kept], exact[kept], rtol=1e-6, atol=0)
+        assert (out[~kept] == 0).all()
+    # the differentiable path (distances that need a gradient) computes the same values
+    d.requires_grad_(True)
+    out = g(d)
+    assert torch.equal(out.detach()[~kept], torch.zeros_like(exact[~kept]))
+    out.sum().backward()
+    assert torch.isfinite(d.grad).all()
 
 
 def test_cgcnn_parameter_names_follow_the_original():
