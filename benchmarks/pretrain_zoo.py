@@ -3,8 +3,10 @@
 Models (the registry in ``crysk/pretrained/__init__.py`` describes each):
 
 =====================  ==========================================================================
-``cgcnn-mp-eform``     CGCNN on all 36,737 MP formation energies (``mp_eform``), 10 % held out
-                       for validation (seeded), 150 epochs, lr x0.1 at epoch 100.
+``cgcnn-mp-eform``     CGCNN on the MP formation energies (``mp_eform``) except the 1,156 crystals
+                       with a measured formation enthalpy (pymatgen's set: the test crystals of
+                       ``dft_to_experiment.py``, which uses this model as its DFT model), 10 % held
+                       out for validation (seeded), 150 epochs, lr x0.1 at epoch 100.
 ``cgcnn-mp-gap``       CGCNN on the training part of Matbench ``mp_gap`` fold 0
                        (``KFold(5, shuffle=True, random_state=18012019)``, the first split; 10 % of
                        it for validation); test MAE on fold 0's test part.
@@ -148,12 +150,52 @@ def graph_keys(graphs) -> list[str]:
     return keys
 
 
+def experimental_ids(state: Path) -> list[str]:
+    """The mp_eform ids with a measured formation enthalpy (pymatgen's set), sorted; cached in the state folder.
+
+    ``cgcnn-mp-eform`` is trained without these crystals so that it can serve as the DFT model of
+    ``dft_to_experiment.py`` (whose test crystals they are) and a user can test it against experiment.
+    """
+    from crysk.datasets import load_experimental_formation_enthalpy
+
+    path = state / "graphs" / "experimental_ids.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    cifs = {}
+    with gzip.open(data_dir() / "mp_eform.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            cifs[rec["id"]] = rec["cif"]
+    ids = sorted(str(i) for i in load_experimental_formation_enthalpy(cifs).ids)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ids))
+    return ids
+
+
+def held_out(model: str, state: Path) -> dict | None:
+    """The crystals a model's training set leaves out on purpose (for its card), or None."""
+    if MODELS[model]["data"] != "eform":
+        return None
+    ids = experimental_ids(state)
+    return {"what": EXPERIMENTAL_HOLD_OUT, "n": len(ids),
+            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(), "ids": ids}
+
+
+EXPERIMENTAL_HOLD_OUT = ("the mp_eform crystals with a measured formation enthalpy in pymatgen's exp_compounds set "
+                         "(crysk.datasets.load_experimental_formation_enthalpy), the test crystals of "
+                         "benchmarks/dft_to_experiment.py")
+
+
 def dataset(model: str, state: Path, args):
     """(train graphs, train targets, test graphs, test targets, test record ids, description) of a model."""
     spec = MODELS[model]
     if spec["data"] == "eform":
         g, y, _ = cached_graphs(state, "mp_eform.jsonl.gz", "formation_energy_per_atom", args.limit, args.n_jobs)
-        return g, y, None, None, "all of mp_eform (10 % of it, seeded, for validation); no test part"
+        keep = ~np.isin(g.ids.astype(str), experimental_ids(state))
+        return g[keep], y[keep], None, None, (
+            f"mp_eform without the {int((~keep).sum())} crystals that have a measured formation enthalpy "
+            "(pymatgen's exp_compounds set, held out for the DFT -> experiment benchmark); 10 % of the rest "
+            "(seeded) for validation; no test part")
     if spec["data"] in ("gap", "nm-gap"):
         g, y, rows = cached_graphs(state, "mp_gap.jsonl.gz", "band_gap", args.limit, args.n_jobs)
         train_rows, test_rows = matbench_fold0(n_records(state, "mp_gap.jsonl.gz", args.limit))
@@ -411,6 +453,7 @@ def finalize(model: str, state: Path, args) -> None:
         pieces=len(run["pieces"]),
         device=sorted({p["device"] for p in run["pieces"]}),
         trained_utc=run["pieces"][-1]["start_utc"],
+        held_out=held_out(model, state),
         reference={"ids": [r["id"] for r in refs], "cif": [r["cif"] for r in refs],
                    "outputs": np.asarray(outputs, dtype=np.float64).tolist()},
     )
