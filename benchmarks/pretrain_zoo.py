@@ -6,7 +6,7 @@ Models (the registry in ``crysk/pretrained/__init__.py`` describes each):
 ``cgcnn-mp-eform``     CGCNN on the MP formation energies (``mp_eform``) except the 1,156 crystals
                        with a measured formation enthalpy (pymatgen's set: the test crystals of
                        ``dft_to_experiment.py``, which uses this model as its DFT model), 10 % held
-                       out for validation (seeded), 150 epochs, lr x0.1 at epoch 100.
+                       out for validation (seeded), 120 epochs, lr x0.1 at epoch 80.
 ``cgcnn-mp-gap``       CGCNN on the training part of Matbench ``mp_gap`` fold 0
                        (``KFold(5, shuffle=True, random_state=18012019)``, the first split; 10 % of
                        it for validation); test MAE on fold 0's test part.
@@ -36,7 +36,8 @@ one runs does nothing; a lock left by a dead process is taken over.
 ``--finalize`` copies ``best.pt`` of every finished run into ``crysk/pretrained/<model>.pt`` and
 writes its model card (``<model>.json``): sha256, validation and test MAE, the 10 reference
 structures with their predictions, the data and licence, epochs, commands and wall time.
-Unfinished runs are refused: nothing undertrained is shipped.
+Unfinished runs are refused, and so are runs whose validation score still improved by 2 % or more
+over their last 20 epochs (``plateau`` in the card): nothing undertrained is shipped.
 
 Commands::
 
@@ -72,9 +73,9 @@ MATBENCH_SEED = 18012019
 
 #: per model: data, estimator and run length (epochs of the whole run; ship only when all ran)
 MODELS = {
-    "cgcnn-mp-eform": dict(data="eform", estimator="cgcnn", epochs=150, milestones=(100,)),
-    "cgcnn-mp-gap": dict(data="gap", estimator="cgcnn", epochs=150, milestones=(100,)),
-    "cgcnn-mp-nm-gap": dict(data="nm-gap", estimator="cgcnn", epochs=150, milestones=(100,)),
+    "cgcnn-mp-eform": dict(data="eform", estimator="cgcnn", epochs=120, milestones=(80,)),
+    "cgcnn-mp-gap": dict(data="gap", estimator="cgcnn", epochs=120, milestones=(80,)),
+    "cgcnn-mp-nm-gap": dict(data="nm-gap", estimator="cgcnn", epochs=120, milestones=(80,)),
     "crysae-mp": dict(data="union", estimator="crysae", epochs=200, milestones=(100,)),
 }
 
@@ -403,6 +404,19 @@ def reference_records(model: str, test_ids: list[str] | None, n: int = 10) -> li
     return out
 
 
+PLATEAU_WINDOW, PLATEAU_TOLERANCE = 20, 0.02
+
+
+def plateau_check(scores: list[float]) -> dict:
+    """Whether the validation score has plateaued: its last ``PLATEAU_WINDOW`` epochs improved the
+    best score before them by less than ``PLATEAU_TOLERANCE`` (relative)."""
+    before, last = scores[:-PLATEAU_WINDOW], scores[-PLATEAU_WINDOW:]
+    if not before:
+        return {"window": PLATEAU_WINDOW, "improvement": None, "plateaued": False}  # too short to tell
+    improvement = max(0.0, (min(before) - min(last)) / abs(min(before)))
+    return {"window": PLATEAU_WINDOW, "improvement": improvement, "plateaued": improvement < PLATEAU_TOLERANCE}
+
+
 def finalize(model: str, state: Path, args) -> None:
     import crysk
     from crysk import CrystalGraphFeaturizer
@@ -417,6 +431,12 @@ def finalize(model: str, state: Path, args) -> None:
     hist = list(csv.DictReader(open(run_dir / "history.csv")))
     key = [k for k in hist[0] if k.startswith("valid_")][0]
     best_row = min(hist, key=lambda r: float(r[key]))
+    plateau = plateau_check([float(r[key]) for r in hist])
+    if not plateau["plateaued"] and not args.force:
+        how = ("has too few epochs to tell" if plateau["improvement"] is None
+               else f"still improved by {plateau['improvement']:.1%}")
+        raise SystemExit(f"{model}: validation {key} {how} over the last {plateau['window']} epochs: not "
+                         "plateaued, refusing to ship it (train longer with --epochs, or --force)")
     est = crysk.load(run_dir / "best.pt")
     X, y, X_test, y_test, what = dataset(model, state, args)
     test_mae = None
@@ -454,6 +474,7 @@ def finalize(model: str, state: Path, args) -> None:
         device=sorted({p["device"] for p in run["pieces"]}),
         trained_utc=run["pieces"][-1]["start_utc"],
         held_out=held_out(model, state),
+        plateau=plateau,
         reference={"ids": [r["id"] for r in refs], "cif": [r["cif"] for r in refs],
                    "outputs": np.asarray(outputs, dtype=np.float64).tolist()},
     )
@@ -485,6 +506,8 @@ def main() -> int:
                         help="stop cleanly after the last epoch that fits in this budget (resume later)")
     parser.add_argument("--finalize", action="store_true", help="ship finished runs into crysk/pretrained/")
     parser.add_argument("--status", action="store_true", help="print where each run stands")
+    parser.add_argument("--force", action="store_true",
+                        help="--finalize even when validation has not plateaued (the card records it)")
     parser.add_argument("--state-dir", type=Path,
                         default=Path(os.environ.get("CRYSK_ZOO_DIR", ROOT / "benchmarks" / "results" / "zoo")))
     parser.add_argument("--package-dir", type=Path, default=PACKAGE_DIR,

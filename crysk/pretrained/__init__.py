@@ -47,8 +47,10 @@ _MP_LICENCE = {
 _FEATURIZER = {"radius": 8.0, "max_num_nbr": 12, "gaussian": "centres 0-8 Å, step 0.2 Å, width 0.2 Å",
                "element_features": "CGCNN's 92-dimensional one-hot atom features"}
 _CGCNN_ARCH = {"estimator": "CGCNNRegressor", "atom_fea_len": 64, "n_conv": 3, "h_fea_len": 128, "n_h": 1}
-_CGCNN_TRAINING = ("SGD, momentum 0.9, lr 0.01 (x0.1 at epoch 100), batch 256, MSE on standardized targets, "
-                   "150 epochs, best validation epoch kept (the CGCNN code's and the TL-CGCNN paper's settings)")
+_CGCNN_TRAINING = ("SGD, momentum 0.9, lr 0.01 (x0.1 at epoch 80), batch 256, MSE on standardized targets, "
+                   "120 epochs, best validation epoch kept (the CGCNN code's and the TL-CGCNN paper's optimiser, "
+                   "learning rate and batch; run length chosen for 2 CPU cores, validation checked to have "
+                   "plateaued before shipping)")
 
 #: What each model is and how it is trained: the card of a model not (yet) shipped, and the
 #: static part of a shipped model's card (the measured part comes from ``<name>.json``).
