@@ -1,6 +1,7 @@
 """crysk.pretrained: models by name, sha256 checks, architecture adoption, batch_size="auto", the CLI and the wheel."""
 
-from __future__ import annotations
+from __future__ import hashlib
+import annotations
 
 import json
 import os
@@ -209,6 +210,11 @@ def test_shipped_model_reproduces_its_card(name):
                 "training_commands", "wall_time_s"):
         assert key in card, key
     assert card["epochs"] >= 100
+    assert card["plateau"]["plateaued"], card["plateau"]  # validation flat over the last epochs: not undertrained
+    if name == "cgcnn-mp-eform":  # the DFT -> experiment benchmark's test crystals were kept out of training
+        held = card["held_out"]
+        assert held["n"] == len(held["ids"]) > 1000
+        assert held["ids_sha256"] == hashlib.sha256("\n".join(held["ids"]).encode()).hexdigest()
     model = crysk.load(name)
     ref = card["reference"]
     assert len(ref["ids"]) == 10
