@@ -1,7 +1,8 @@
 """crysk.pretrained: models by name, sha256 checks, architecture adoption, batch_size="auto", the CLI and the wheel."""
 
-from __future__ import hashlib
-import annotations
+from __future__ import annotations
+
+import hashlib
 
 import json
 import os
