@@ -276,8 +276,10 @@ def epoch_callback(run_dir: Path, prior_best: float, deadline: float | None):
                     w.writerow(["epoch", "train_loss", key, "best_so_far", "lr", "seconds", "load_avg", "utc"])
                 w.writerow([epoch, f"{row['train_loss']:.6g}", f"{score:.6g}", f"{self.best_:.6g}", f"{lr:g}",
                             f"{row['dur']:.1f}", load_avg(), datetime.now(timezone.utc).isoformat(timespec="seconds")])
+            import torch
+
             print(f"  epoch {epoch}: train loss {row['train_loss']:.4f}, {key} {score:.4f} (best {self.best_:.4f}), "
-                  f"{row['dur']:.0f} s, load {load_avg()}", flush=True)
+                  f"{row['dur']:.0f} s, {torch.get_num_threads()} threads, load {load_avg()}", flush=True)
             if deadline is not None and time.time() + 1.2 * row["dur"] > deadline:
                 print("  time budget reached: stopping after this epoch (resume point saved)", flush=True)
                 raise KeyboardInterrupt  # skorch ends fit quietly on it
