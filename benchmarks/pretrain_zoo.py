@@ -76,7 +76,7 @@ MODELS = {
     "cgcnn-mp-eform": dict(data="eform", estimator="cgcnn", epochs=120, milestones=(80,)),
     "cgcnn-mp-gap": dict(data="gap", estimator="cgcnn", epochs=120, milestones=(80,)),
     "cgcnn-mp-nm-gap": dict(data="nm-gap", estimator="cgcnn", epochs=120, milestones=(80,)),
-    "crysae-mp": dict(data="union", estimator="crysae", epochs=200, milestones=(100,)),
+    "crysae-mp": dict(data="union", estimator="crysae", epochs=100, milestones=(70,)),
 }
 
 
