@@ -20,6 +20,9 @@ Protocol
   (``--dft-cgcnn auto``): it is trained on exactly these 35,581 crystals
   (150 epochs) and its model card lists the held-out measured crystals,
   which the script checks; ``--dft-cgcnn none`` trains one here instead.
+  Likewise the CrysAE is the pretrained ``crysae-mp`` when installed
+  (``--crysae auto``; trained without labels on every unique mp_gap and
+  mp_eform structure, as the paper trains its CrysAE on all structures).
 * Trials: a fraction ``f`` (default 20 %) of the 1,156 crystals is used for
   fitting, 80 % of it for training and 20 % for validation (best epoch of
   the networks; baselines fit on both), and the other ``1 - f`` are the
@@ -148,10 +151,31 @@ def shipped_dft_cgcnn(source: str, exp_ids) -> Path | None:
     return Path(pretrained.locate(name)[0])
 
 
-def pretrain_all(graphs, y, args, tag: str, cgcnn: Path | None = None) -> dict[str, Path]:
+def shipped_crysae(source: str) -> Path | None:
+    """The weights of the pretrained CrysAE ``source`` ("auto": ``crysae-mp`` if installed; "none": train one).
+
+    An autoencoder sees no labels, so one trained on every unique mp_gap and mp_eform structure (the
+    measured crystals' structures among them, without any value) leaks no target; the CrysXPP paper too
+    trains its CrysAE on all structures of its data set, test crystals included.
+    """
+    from crysk import pretrained
+
+    if source == "none":
+        return None
+    name = "crysae-mp" if source == "auto" else source
+    card = pretrained.describe(name)
+    if card["status"] != "available":
+        if source == "auto":
+            return None
+        raise SystemExit(f"--crysae {name}: not installed ({card['status']}); pass --crysae none to train one here")
+    return Path(pretrained.locate(name)[0])
+
+
+def pretrain_all(graphs, y, args, tag: str, cgcnn: Path | None = None, crysae: Path | None = None) -> dict[str, Path]:
     """The DFT models (and the CrysAE they start from), trained once and cached.
 
-    ``cgcnn``: a DFT CGCNN trained elsewhere (the shipped ``cgcnn-mp-eform``) to use instead of training one.
+    ``cgcnn``, ``crysae``: a DFT CGCNN (the shipped ``cgcnn-mp-eform``) or a CrysAE (``crysae-mp``) trained
+    elsewhere, used instead of training one here.
     """
     PRETRAINED.mkdir(parents=True, exist_ok=True)
     b, e = args.pretrain_batch_size, args.pretrain_epochs
@@ -175,14 +199,18 @@ def pretrain_all(graphs, y, args, tag: str, cgcnn: Path | None = None) -> dict[s
         paths["cgcnn"] = cgcnn
     else:
         run("cgcnn", lambda **kw: CGCNNRegressor(h_fea_len=128, lr=0.01, **common, **kw), y, e)
-    run("crysae", lambda **kw: CrysAE(**common, **kw), None, args.ae_epochs)
+    if crysae is not None:
+        print(f"  CrysAE: {crysae} (pretrained model)", flush=True)
+        paths["crysae"] = crysae
+    else:
+        run("crysae", lambda **kw: CrysAE(**common, **kw), None, args.ae_epochs)
     run("crysxpp", lambda **kw: CrysXPPRegressor(**common, **kw), y, e)
 
     def crysxpp_from_ae(warm_start_from=None, **kw):
         # a resumed run starts from its own partial checkpoint, a fresh one from the CrysAE
         return CrysXPPRegressor(warm_start_from=warm_start_from or str(paths["crysae"]), **common, **kw)
 
-    stem_ae = f"crysxpp-ae{args.ae_epochs}"
+    stem_ae = f"crysxpp-{crysae.stem}" if crysae is not None else f"crysxpp-ae{args.ae_epochs}"
     run(stem_ae, crysxpp_from_ae, y, e)
     paths["crysxpp+ae"] = paths.pop(stem_ae)
     return paths
@@ -271,6 +299,10 @@ def main() -> None:
                         help="the DFT CGCNN (full mode): 'auto' takes the pretrained cgcnn-mp-eform when installed "
                              "(its card must show the measured crystals held out), else trains one here; a "
                              "pretrained model's name; 'none' always trains one here")
+    parser.add_argument("--crysae", default="auto",
+                        help="the CrysAE behind the CrysXPP (CrysAE) rows (full mode): 'auto' takes the pretrained "
+                             "crysae-mp when installed, else trains one here on the DFT crystals; a pretrained "
+                             "model's name; 'none' always trains one here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-jobs", type=int, default=2, help="featurizer processes")
     args = parser.parse_args()
@@ -310,7 +342,8 @@ def main() -> None:
 
     # ---------------------------------------------------------------- pretraining on DFT
     ckpt = pretrain_all(pre_graphs, pre_y, args, "quick" if args.quick else "full",
-                        cgcnn=None if args.quick else shipped_dft_cgcnn(args.dft_cgcnn, exp.ids))
+                        cgcnn=None if args.quick else shipped_dft_cgcnn(args.dft_cgcnn, exp.ids),
+                        crysae=None if args.quick else shipped_crysae(args.crysae))
     del pre_graphs
     # the DFT models' predictions for the measured crystals, as fixed per-id baselines
     dft_models = {name: dict(zip(exp.ids, load(path).predict(graphs).tolist()))
@@ -337,11 +370,14 @@ def main() -> None:
     total = time.perf_counter() - t0
     suffix = ("_quick" if args.quick else "") + ("_custom" if changed else "")
     mode = ("quick" if args.quick else "full") + (f" mode, changed: {changed}" if changed else " mode")
+    taken = {name: ckpt[key] for name, key in (("DFT CGCNN", "cgcnn"), ("CrysAE", "crysae"))
+             if not str(ckpt[key]).startswith(str(PRETRAINED))}
+    sources = "".join(f"; {name}: the pretrained {Path(path).stem} instead" for name, path in taken.items())
     header = (
         f"# DFT -> experiment (CrysXPP Table 3 protocol, {mode})\n\n"
         f"{len(y)} crystals with a measured formation enthalpy (Kingsbury et al. 2022, shipped with pymatgen), "
         f"a structure and a DFT value (mp_eform); {args.trials} trials; DFT models pretrained on {len(pre_y)} "
-        f"other mp_eform crystals ({args.pretrain_epochs} epochs; CrysAE {args.ae_epochs}); fits on experiment "
+        f"other mp_eform crystals ({args.pretrain_epochs} epochs; CrysAE {args.ae_epochs}){sources}; fits on experiment "
         f"{args.epochs} max epochs, batch {args.batch_size}. MAE in eV/atom against experiment, mean (std) over "
         "trials; p: paired t-test against DFT on the same trials.\n"
     )
