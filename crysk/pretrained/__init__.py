@@ -62,7 +62,8 @@ PLANNED: dict[str, dict[str, Any]] = {
         "split_plan": "all but the 1,156 crystals that have a measured formation enthalpy in pymatgen's set "
                       "(crysk.datasets.load_experimental_formation_enthalpy; held out so that the model can be "
                       "tested against experiment, as benchmarks/dft_to_experiment.py does; their ids are in the "
-                      "card's held_out); 10 % of the rest (seeded) held out to pick the best epoch; no test part",
+                      "card's held_out); 10 % of the rest (seeded) held out to pick the best epoch; test MAE against "
+                      "the held-out crystals' DFT values (experimentally known compounds, not a random draw)",
         "use_for": "structure-driven targets: band gaps of non-metals, elastic moduli, other energies",
         **_MP_LICENCE,
         "attribution_extra": ["CrysXPP data set: K. Das et al., npj Comput. Mater. 8, 43 (2022), MIT licence.",
