@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import resource
@@ -26,6 +27,11 @@ def read_jsonl(name: str, limit: int | None = None) -> list[dict]:
             if limit is not None and len(records) >= limit:
                 break
     return records
+
+
+def ids_sha256(ids) -> str:
+    """Fingerprint of a set of record ids: sha256 of the sorted ids, one per line (model cards' ``held_out``)."""
+    return hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()
 
 
 def fill_mode_defaults(args, quick: dict, full: dict) -> dict:

@@ -64,7 +64,6 @@ done; delete it after changing a pretrained model in place. Outputs:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 import warnings
@@ -72,7 +71,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _data import fit_resumable, peak_rss_mb, read_jsonl
+from _data import fit_resumable, ids_sha256, peak_rss_mb, read_jsonl
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.dummy import DummyRegressor
 
@@ -124,6 +123,26 @@ def featurize(structures, ids, n_jobs: int):
     return CrystalGraphFeaturizer(n_jobs=n_jobs).transform(structures, ids=ids)
 
 
+def installed_model(source: str, default: str, flag: str) -> tuple[str, Path] | None:
+    """``(name, weights)`` of the pretrained model an option names ("auto": ``default`` if installed).
+
+    ``None`` for "none", and for "auto" when ``default`` is not installed; an explicit name that is not
+    installed stops the run.
+    """
+    from crysk import pretrained
+
+    if source == "none":
+        return None
+    name = default if source == "auto" else source
+    card = pretrained.describe(name)
+    if card["status"] != "available":
+        if source == "auto":
+            return None
+        raise SystemExit(f"{flag} {name}: not installed ({card['status']}); train it with "
+                         f"benchmarks/pretrain_zoo.py or pass {flag} none to train one here")
+    return name, Path(pretrained.locate(name)[0])
+
+
 def shipped_dft_cgcnn(source: str, exp_ids) -> Path | None:
     """The weights of pretrained model ``source`` if its card proves it never saw the measured crystals.
 
@@ -133,22 +152,16 @@ def shipped_dft_cgcnn(source: str, exp_ids) -> Path | None:
     """
     from crysk import pretrained
 
-    if source == "none":
+    found = installed_model(source, "cgcnn-mp-eform", "--dft-cgcnn")
+    if found is None:
         return None
-    name = "cgcnn-mp-eform" if source == "auto" else source
-    card = pretrained.describe(name)
-    if card["status"] != "available":
-        if source == "auto":
-            return None
-        raise SystemExit(f"--dft-cgcnn {name}: not installed ({card['status']}); train it with "
-                         "benchmarks/pretrain_zoo.py or pass --dft-cgcnn none")
-    held = card.get("held_out") or {}
-    want = hashlib.sha256("\n".join(sorted(str(i) for i in exp_ids)).encode()).hexdigest()
-    if held.get("ids_sha256") != want:
+    name, path = found
+    held = pretrained.describe(name).get("held_out") or {}
+    if held.get("ids_sha256") != ids_sha256(exp_ids):
         raise SystemExit(f"--dft-cgcnn {name}: its card does not show the {len(exp_ids)} measured crystals held out "
                          "of its training set (held_out.ids_sha256 differs), so it may have seen the test crystals; "
                          "pass --dft-cgcnn none to pretrain a DFT CGCNN here")
-    return Path(pretrained.locate(name)[0])
+    return path
 
 
 def shipped_crysae(source: str) -> Path | None:
@@ -158,17 +171,8 @@ def shipped_crysae(source: str) -> Path | None:
     measured crystals' structures among them, without any value) leaks no target; the CrysXPP paper too
     trains its CrysAE on all structures of its data set, test crystals included.
     """
-    from crysk import pretrained
-
-    if source == "none":
-        return None
-    name = "crysae-mp" if source == "auto" else source
-    card = pretrained.describe(name)
-    if card["status"] != "available":
-        if source == "auto":
-            return None
-        raise SystemExit(f"--crysae {name}: not installed ({card['status']}); pass --crysae none to train one here")
-    return Path(pretrained.locate(name)[0])
+    found = installed_model(source, "crysae-mp", "--crysae")
+    return None if found is None else found[1]
 
 
 def pretrain_all(graphs, y, args, tag: str, cgcnn: Path | None = None, crysae: Path | None = None) -> dict[str, Path]:

@@ -65,7 +65,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from _data import data_dir
+from _data import data_dir, ids_sha256, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = ROOT / "crysk" / "pretrained"
@@ -162,11 +162,7 @@ def experimental_ids(state: Path) -> list[str]:
     path = state / "graphs" / "experimental_ids.json"
     if path.exists():
         return json.loads(path.read_text())
-    cifs = {}
-    with gzip.open(data_dir() / "mp_eform.jsonl.gz", "rt", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            cifs[rec["id"]] = rec["cif"]
+    cifs = {r["id"]: r["cif"] for r in read_jsonl("mp_eform.jsonl.gz")}
     ids = sorted(str(i) for i in load_experimental_formation_enthalpy(cifs).ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(ids))
@@ -179,7 +175,7 @@ def held_out(model: str, state: Path) -> dict | None:
         return None
     ids = experimental_ids(state)
     return {"what": EXPERIMENTAL_HOLD_OUT, "n": len(ids),
-            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(), "ids": ids}
+            "ids_sha256": ids_sha256(ids), "ids": ids}
 
 
 EXPERIMENTAL_HOLD_OUT = ("the mp_eform crystals with a measured formation enthalpy in pymatgen's exp_compounds set "

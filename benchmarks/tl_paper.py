@@ -159,6 +159,10 @@ class Clock:
         print(f"[{time.perf_counter() - self.start:7.0f} s] {name}: {dt:.0f} s (peak RSS {peak_rss_mb():.0f} MB)",
               flush=True)
 
+    def times_markdown(self, total: float) -> str:
+        """The stages' wall times and the total, one Markdown list item each."""
+        return "\n".join(f"- {name}: {dt:.0f} s" for name, dt in self.stages) + f"\n- total: {total:.0f} s"
+
 
 def read_records(name: str, field: str, keep) -> list[dict]:
     """All records of a data file whose ``field`` is finite and passes ``keep``.
@@ -506,7 +510,7 @@ def main() -> None:
         f"(batch {args.batch_size}); {pretraining}"
         + ". MAE mean (std) over trials; p: paired t-test vs CGCNN (scratch).\n"
     )
-    times = "\n".join(f"- {name}: {dt:.0f} s" for name, dt in clock.stages) + f"\n- total: {total:.0f} s"
+    times = clock.times_markdown(total)
     text = f"{header}\n{markdown(rows)}\n\n{leakage_md}\n\nWall times:\n\n{times}\n"
     (RESULTS / f"tl_paper{suffix}.md").write_text(text, encoding="utf-8")
     print("\n" + text, flush=True)

@@ -196,7 +196,7 @@ def main() -> None:
         f"{args.trials} trials; mean (std) over trials. Gaussian coverage: ±1σ 0.683, ±2σ 0.954. "
         "Recalibration factor fitted on each trial's validation crystals.\n"
     )
-    times = "\n".join(f"- {name}: {dt:.0f} s" for name, dt in clock.stages) + f"\n- total: {total:.0f} s"
+    times = clock.times_markdown(total)
     text = f"{header}\n{markdown(summary(res))}\n\nWall times:\n\n{times}\n"
     (RESULTS / f"uncertainty{suffix}.md").write_text(text, encoding="utf-8")
     print("\n" + text, flush=True)
