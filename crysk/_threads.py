@@ -140,11 +140,11 @@ def torch_threads(n: int) -> Iterator[None]:
     import torch
 
     previous = torch.get_num_threads()
-    if n == previous:
-        yield
-        return
-    torch.set_num_threads(n)
+    if n != previous:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        # the block may have changed it again (a fit re-checks the free cores at each epoch)
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

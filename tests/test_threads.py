@@ -145,3 +145,24 @@ def test_auto_threads_follow_the_load_from_epoch_to_epoch(data, monkeypatch):
         assert seen.seen_ == [1, 1, 1]
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_fit_that_changes_threads_mid_way_still_restores_torchs_setting(data, monkeypatch):
+    # starts on torch's own count (nothing to set), then an epoch sees a busy machine and drops to one thread:
+    # the fit must still hand torch's setting back
+    import crysk._threads as threads
+
+    g, y = data
+    free = iter([2, 2, 1, 1])
+    monkeypatch.setattr(threads, "free_cores", lambda: next(free))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = RecordThreads()
+        model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, max_epochs=3, batch_size=10,
+                               random_state=0, callbacks=[("seen", seen)])
+        model.fit(g, y)
+        assert seen.seen_ == [2, 1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
