@@ -593,6 +593,61 @@ def cgcnn_target_scaler_state(checkpoint: Mapping[str, Any]) -> dict:
     return {"n_outputs": n_outputs, "y_ndim": 1, "target_scaler": scaler}
 
 
+def source_target_scaler(source: Any, n_outputs: int) -> Any:
+    """The fitted target scaler of a warm-start source (``target_scaler="source"``).
+
+    Continuing to train a model on more data of the **same** property must
+    keep the source's scaling: a scaler refitted on the new targets would
+    change what the transferred output layer's numbers mean, and the model
+    would start from wrong predictions.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, fitted estimator or WeightSource
+        What ``warm_start_from`` names: a fitted crysk regressor, a crysk
+        regression checkpoint or pretrained model's name, or an original
+        CGCNN regression checkpoint (its ``normalizer``).
+    n_outputs : int
+        Number of targets the new ``y`` has.
+
+    Returns
+    -------
+    transformer
+        A fitted scaler (a copy; the source is not changed).
+
+    Raises
+    ------
+    CheckpointError
+        If the source has no target scaler (a CrysAE, a classifier, the
+        CrysXPP authors' files) or scales another number of targets.
+    """
+    import copy
+
+    if hasattr(source, "target_scaler_") and hasattr(source, "n_outputs_"):
+        scaler, found, where = copy.deepcopy(source.target_scaler_), int(source.n_outputs_), f"a fitted {type(source).__name__}"
+    else:
+        weights = read_weights(source)
+        ckpt, where = weights.checkpoint or {}, weights.description
+        if weights.kind == "crysk" and "target_scaler" in ckpt:
+            state, found = ckpt["target_scaler"], int(ckpt["n_outputs"])
+        elif weights.kind == "cgcnn" and weights.task == "regression":
+            entries = cgcnn_target_scaler_state(ckpt)
+            state, found = entries["target_scaler"], entries["n_outputs"]
+        else:
+            raise CheckpointError(
+                f"target_scaler='source' takes the scaler of a regression model, but {where} has none "
+                "(an autoencoder, a classifier or a file without a normaliser): use target_scaler='standard' "
+                "(or 'tanh'), which learns the scaling from your targets"
+            )
+        scaler = scaler_from_state(state, found)
+    if found != n_outputs:
+        raise CheckpointError(
+            f"target_scaler='source': {where} scales {found} target(s) but y has {n_outputs}; the source's "
+            "scaling only applies to the same properties: use target_scaler='standard' for new ones"
+        )
+    return scaler
+
+
 # --------------------------------------------------------------------------- target scalers
 def scaler_state(scaler: Any) -> dict:
     """A weights-only description of a fitted target scaler.

@@ -305,3 +305,29 @@ def test_freezing_untransferred_tensors_warns(source, data):
         )
     with pytest.warns(UserWarning, match="stay random"):
         CGCNNRegressor(**{**BASE, "freeze": "convs"}).fit(g[:20], y[:20])
+
+
+def test_target_scaler_source_keeps_the_source_predictions(source, data, cgcnn_path):
+    # training further on a narrow slice of the same property (the 40 lowest formation energies):
+    # a scaler refitted on that slice shifts what the transferred output layer means; "source" does not
+    g, y = data
+    low = np.argsort(y[100:])[:40] + 100
+    held_out = g[:100]
+    common = {**BASE, "warm_start_from": source, "freeze": "all-but-head", "lr": 1e-9, "max_epochs": 1}
+    kept = CGCNNRegressor(**common, target_scaler="source").fit(g[low], y[low])
+    np.testing.assert_allclose(kept.target_scaler_.mean_, source.target_scaler_.mean_)
+    np.testing.assert_allclose(kept.predict(held_out), source.predict(held_out), atol=1e-5)
+    refit = CGCNNRegressor(**common).fit(g[low], y[low])
+    assert np.abs(refit.predict(held_out) - source.predict(held_out)).max() > 0.1
+
+
+def test_target_scaler_source_reads_checkpoints_and_refuses_what_does_not_fit(source, data, cgcnn_path, tmp_path):
+    g, y = data
+    original = CGCNNRegressor(warm_start_from=cgcnn_path, target_scaler="source", max_epochs=1, random_state=0)
+    original.fit(g[:20], y[:20])
+    np.testing.assert_allclose(original.target_scaler_.mean_, crysk.load(cgcnn_path).target_scaler_.mean_)
+    path = source.save_pretrained(tmp_path / "src.pt")
+    with pytest.raises(CheckpointError, match="scales 1 target.*y has 2"):
+        CGCNNRegressor(**BASE, warm_start_from=path, target_scaler="source").fit(g[:20], np.c_[y[:20], y[:20]])
+    with pytest.raises(ValueError, match="set warm_start_from"):
+        CGCNNRegressor(**BASE, target_scaler="source").fit(g[:20], y[:20])

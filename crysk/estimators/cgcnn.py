@@ -79,9 +79,14 @@ class CGCNNRegressor(_CGCNNShape, CrystalNetRegressor):
     loss : {"mse", "l1"}, default="mse"
         Training loss on scaled targets (MSE as in the CGCNN code; the
         TL-CGCNN paper describes MAE).
-    target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
+    target_scaler : {"standard", "tanh", "source"}, None or transformer, default="standard"
         How targets are scaled for training (each target on its own);
-        predictions are unscaled.
+        predictions are unscaled. ``"source"`` (with ``warm_start_from``)
+        keeps the source model's fitted scaler instead of learning one from
+        ``y``: use it to train a model further on more data of the **same**
+        property, so that the transferred output layer starts from the
+        source's predictions (a refitted scaler would shift them). For a
+        new property keep ``"standard"``.
     missing_targets : {"raise", "ignore"}, default="raise"
         With several targets (2-D ``y``): ``"ignore"`` treats NaN as "not
         known for this crystal" and leaves it out of the loss, the scaling

@@ -258,8 +258,10 @@ class CrysXPPRegressor(_CrysXPPModel, CrystalNetRegressor):
         Share of the training crystals held out to pick the best epoch.
     loss : {"mse", "l1"}, default="mse"
         Prediction loss on scaled targets (eq. 10 writes the squared error).
-    target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
+    target_scaler : {"standard", "tanh", "source"}, None or transformer, default="standard"
         How targets are scaled for training; predictions are unscaled.
+        ``"source"`` keeps the warm-start source's scaler (same property);
+        as for :class:`~crysk.CGCNNRegressor`.
     missing_targets : {"raise", "ignore"}, default="raise"
         NaN in a 2-D ``y``: an error, or a target left out of the loss
         for that crystal; as for :class:`~crysk.CGCNNRegressor`.

@@ -10,7 +10,7 @@ from skorch import NeuralNetRegressor
 
 from .._threads import resolve_n_threads, torch_threads
 from .._validation import check_number, check_option
-from ..checkpoints import scaler_from_state, scaler_state
+from ..checkpoints import scaler_from_state, scaler_state, source_target_scaler
 from ..targets import make_target_scaler
 from .callbacks import ValidMAE
 from .supervised import SupervisedNet
@@ -120,8 +120,9 @@ class CrystalNetRegressor(SupervisedNet, NeuralNetRegressor):
         The network class; each subclass sets its own.
     loss : {"mse", "l1"}, default="mse"
         Training loss on scaled targets, unless ``criterion`` is given.
-    target_scaler : {"standard", "tanh"}, None or transformer, default="standard"
-        How targets are scaled for training (each target on its own).
+    target_scaler : {"standard", "tanh", "source"}, None or transformer, default="standard"
+        How targets are scaled for training (each target on its own);
+        ``"source"`` keeps the warm-start source's fitted scaler.
     missing_targets : {"raise", "ignore"}, default="raise"
         What a NaN in ``y`` means: an error, or (``"ignore"``) a target not
         known for that crystal, left out of the loss, the scaling and the
@@ -158,7 +159,14 @@ class CrystalNetRegressor(SupervisedNet, NeuralNetRegressor):
         check_option("loss", self.loss, sorted(_LOSSES))
         if self.criterion is not None and self.loss != "mse":
             raise ValueError(f"give either loss={self.loss!r} or criterion=, not both: criterion replaces loss")
-        make_target_scaler(self.target_scaler)
+        if isinstance(self.target_scaler, str) and self.target_scaler == "source":
+            if self.warm_start_from is None:
+                raise ValueError(
+                    "target_scaler='source' keeps the scaling of the warm-start source: set warm_start_from too, "
+                    "or choose 'standard' or 'tanh'"
+                )
+        else:
+            make_target_scaler(self.target_scaler)
         check_option("missing_targets", self.missing_targets, ["ignore", "raise"])
         if self.criterion is not None and self._masked_loss():
             raise ValueError(
@@ -199,7 +207,10 @@ class CrystalNetRegressor(SupervisedNet, NeuralNetRegressor):
         empty = np.flatnonzero(np.isnan(y2).all(axis=0))
         if len(empty):
             raise ValueError(f"targets {empty.tolist()} have no value for any crystal: drop those columns of y")
-        self.target_scaler_ = make_target_scaler(self.target_scaler).fit(y2)
+        if isinstance(self.target_scaler, str) and self.target_scaler == "source":
+            self.target_scaler_ = source_target_scaler(self.warm_start_from, self.n_outputs_)
+        else:
+            self.target_scaler_ = make_target_scaler(self.target_scaler).fit(y2)
 
     def _targets_fitted(self) -> bool:
         return hasattr(self, "target_scaler_")
