@@ -53,8 +53,8 @@ def test_gaussian_expansion_defaults():
 
 def test_gaussian_expansion_has_no_subnormal_values():
     # far tails underflow below float32's smallest normal number; x86 CPUs compute exp into that range,
-    # and multiply such operands, many times slower, so the expansion sets values below 2e-38 to 0
-    # (and leaves every other value as exp gives it)
+    # and multiply such operands (or operands whose product is that small), many times slower, so the
+    # expansion sets values below 1e-20 to 0 (and leaves every other value as exp gives it)
     g = GaussianExpansion(0.0, 8.0, 0.2)
     d = torch.linspace(0.5, 8.0, 3001)
     tiny = torch.finfo(torch.float32).tiny
@@ -66,7 +66,10 @@ def test_gaussian_expansion_has_no_subnormal_values():
         with torch.no_grad():
             out = g(d)
         assert not ((out > 0) & (out < tiny)).any()
-        kept = exact >= 2e-38
+        # a weight or gradient of 1e-15 times any value kept is still a normal float32 product
+        product = out * 1e-15
+        assert not ((product > 0) & (product < tiny)).any()
+        kept = exact >= 1e-20
         torch.testing.assert_close(out[kept], exact[kept], rtol=1e-6, atol=0)
         assert (out[~kept] == 0).all()
     # the differentiable path (distances that need a gradient) computes the same values
