@@ -22,6 +22,10 @@ Rows per target (as in Table S2):
   layer trains, h_fea_len 64 and lr 0.005 (Table S1, transfer case). The
   64-wide FC layers cannot take the 128-wide pretrained ones, so they start
   fresh; embedding and convolutions are transferred.
+* ``TL fine-tuning (whole head)``, with ``--source`` only: the same, but the
+  hidden layer keeps the source's width (128 for the shipped models), so it
+  transfers too and no layer starts fresh; this is what
+  ``CGCNNRegressor(warm_start_from=name, lr=0.005)`` does with the defaults.
 * ``TL freezing``: same hyperparameters, ``freeze=["embedding", "convs"]``.
   The paper (S2) "only optimized the weights and biases of the last FC layer
   by freezing those of the other earlier layers" with identical
@@ -113,6 +117,7 @@ from _data import data_dir, fit_resumable, peak_rss_mb
 
 from crysk import CGCNNRegressor, CrystalGraphFeaturizer
 from crysk.baselines import make_baseline
+from crysk.checkpoints import read_weights
 from crysk.evaluation import RepeatedSubsample, compare, paired_ttest
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -286,11 +291,17 @@ def estimators(args, checkpoint: Path) -> dict:
         "CGCNN (scratch)": cgcnn(args),
         "TL fine-tuning": cgcnn(args, **tl),
         "TL freezing": cgcnn(args, freeze=["embedding", "convs"], **tl),
+    }
+    head = read_weights(str(checkpoint)).state_dict.get("conv_to_fc.weight")
+    if args.source and head is not None:
+        # what CGCNNRegressor(warm_start_from=name, lr=0.005) does: the head keeps the source's width and transfers
+        rows["TL fine-tuning (whole head)"] = cgcnn(args, **{**tl, "h_fea_len": int(head.shape[0])})
+    rows.update({
         "PLS": make_baseline("pls", random_state=0, n_jobs=2),
         "LASSO": make_baseline("lasso", random_state=0, n_jobs=2),
         "SVR": make_baseline("svr", random_state=0, n_jobs=2),
         "RF": make_baseline("rf", random_state=0, n_jobs=2),
-    }
+    })
     try:
         import dscribe  # noqa: F401
 
