@@ -362,7 +362,7 @@ def main() -> None:
         n_fit = int(round(frac * len(y)))
         n_val = int(round(0.2 * n_fit))
         cv = RepeatedSubsample(n_fit - n_val, n_val, len(y) - n_fit, n_trials=args.trials, random_state=0)
-        res = compare(rows, graphs, y, cv, cache=FITS)
+        res = compare(rows, graphs, y, cv, cache=FITS, verbose=True)
         res["fraction"] = frac
         all_results.append(res)
         text = (f"### Fitting on {frac:.0%} of the measurements ({n_fit - n_val} train + {n_val} validation), "

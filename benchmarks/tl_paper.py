@@ -455,7 +455,7 @@ def main() -> None:
         graphs, pool, y = pools[target]
         spec = TARGETS[target]
         cv = RepeatedSubsample(500, 125, 125, n_trials=args.trials, random_state=list(TARGETS).index(target))
-        res = compare(estimators(args, checkpoints[spec["source"]]), graphs, y, cv, cache=FITS)
+        res = compare(estimators(args, checkpoints[spec["source"]]), graphs, y, cv, cache=FITS, verbose=True)
         res["target"] = target
         all_results.append(res)
         source_label = label if args.source is not None else \
@@ -485,7 +485,7 @@ def main() -> None:
         if len(hits):
             ckpt = pretrain(name, pgraphs[keep], py[keep], args, clock)
             excl = compare({"TL fine-tuning (excl.)": estimators(args, ckpt)["TL fine-tuning"]}, graphs, y, cv,
-                           cache=FITS)
+                           cache=FITS, verbose=True)
         else:  # same pretrained model, seeded fits: the refit would repeat the numbers exactly
             excl = base.assign(estimator="TL fine-tuning (excl.)")
         both = pd.concat([base.assign(estimator="TL fine-tuning"), excl], ignore_index=True)
