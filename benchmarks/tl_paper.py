@@ -26,6 +26,8 @@ Rows per target (as in Table S2):
   hidden layer keeps the source's width (128 for the shipped models), so it
   transfers too and no layer starts fresh; this is what
   ``CGCNNRegressor(warm_start_from=name, lr=0.005)`` does with the defaults.
+* ``TL fine-tuning (lr_transferred=x)``, with ``--lr-transferred x`` only: the
+  transferred embedding and convolutions train at ``x``, the fresh head at 0.005.
 * ``TL freezing``: same hyperparameters, ``freeze=["embedding", "convs"]``.
   The paper (S2) "only optimized the weights and biases of the last FC layer
   by freezing those of the other earlier layers" with identical
@@ -296,6 +298,11 @@ def estimators(args, checkpoint: Path) -> dict:
     if args.source and head is not None:
         # what CGCNNRegressor(warm_start_from=name, lr=0.005) does: the head keeps the source's width and transfers
         rows["TL fine-tuning (whole head)"] = cgcnn(args, **{**tl, "h_fea_len": int(head.shape[0])})
+    if getattr(args, "lr_transferred", None):
+        # discriminative fine-tuning: the transferred tensors move slower than the fresh head
+        rows[f"TL fine-tuning (lr_transferred={args.lr_transferred:g})"] = cgcnn(
+            args, **tl, lr_transferred=args.lr_transferred
+        )
     rows.update({
         "PLS": make_baseline("pls", random_state=0, n_jobs=2),
         "LASSO": make_baseline("lasso", random_state=0, n_jobs=2),
@@ -381,6 +388,9 @@ def main() -> None:
     parser.add_argument("--source", default=None,
                         help="transfer from this pretrained model (a name such as cgcnn-mp-eform, see `crysk pretrained "
                              "list`, or a checkpoint path) for every target instead of pretraining here")
+    parser.add_argument("--lr-transferred", type=float, default=None,
+                        help="add a TL fine-tuning row whose transferred tensors train at this learning rate "
+                             "(the fresh ones at 0.005)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-jobs", type=int, default=2, help="featurizer processes")
     args = parser.parse_args()
@@ -397,7 +407,8 @@ def main() -> None:
                                                    if changed else " mode")
     # a run with other settings must not overwrite the table of the standard quick or full run
     suffix = ("_quick" if args.quick else "") + ("_custom" if changed else "") + \
-        (f"_source-{Path(args.source).stem}" if args.source else "")
+        (f"_source-{Path(args.source).stem}" if args.source else "") + \
+        (f"_lrt-{args.lr_transferred:g}" if args.lr_transferred else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"settings: {vars(args)}", flush=True)
     n_needed = 500 + 125 + 125
