@@ -294,11 +294,11 @@ def estimators(args, checkpoint: Path) -> dict:
         "TL fine-tuning": cgcnn(args, **tl),
         "TL freezing": cgcnn(args, freeze=["embedding", "convs"], **tl),
     }
-    head = read_weights(str(checkpoint)).state_dict.get("conv_to_fc.weight")
-    if args.source and head is not None:
+    head = read_weights(str(checkpoint)).state_dict.get("conv_to_fc.weight") if args.source else None
+    if head is not None:
         # what CGCNNRegressor(warm_start_from=name, lr=0.005) does: the head keeps the source's width and transfers
         rows["TL fine-tuning (whole head)"] = cgcnn(args, **{**tl, "h_fea_len": int(head.shape[0])})
-    if getattr(args, "lr_transferred", None):
+    if args.lr_transferred:
         # discriminative fine-tuning: the transferred tensors move slower than the fresh head
         rows[f"TL fine-tuning (lr_transferred={args.lr_transferred:g})"] = cgcnn(
             args, **tl, lr_transferred=args.lr_transferred

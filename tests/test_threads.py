@@ -121,48 +121,47 @@ class RecordThreads(Callback):
         self.seen_.append(torch.get_num_threads())
 
 
-def test_auto_threads_follow_the_load_from_epoch_to_epoch(data, monkeypatch):
+@pytest.fixture
+def two_threads():
+    """torch at 2 threads for the test, its own setting back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def fit_under_load(data, monkeypatch, free: list[int], max_epochs: int):
+    """A tiny CGCNN fitted while ``free_cores()`` answers ``free`` in turn; the model and its threads per epoch."""
+    import crysk._threads as threads
+
+    g, y = data
+    answers = iter(free)
+    monkeypatch.setattr(threads, "free_cores", lambda: next(answers))
+    seen = RecordThreads()
+    model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, max_epochs=max_epochs, batch_size=10,
+                           random_state=0, callbacks=[("seen", seen)])
+    return model.fit(g, y), seen
+
+
+def test_auto_threads_follow_the_load_from_epoch_to_epoch(data, monkeypatch, two_threads):
     # a long fit outlives the load it started under: each epoch takes the cores free at its start,
     # never more than torch's own setting, and torch's setting comes back afterwards
     import crysk._threads as threads
 
     g, y = data
-    free = iter([1, 1, 2, 2, 1, 8])  # the fit's start, then epochs 1-5
-    monkeypatch.setattr(threads, "free_cores", lambda: next(free))
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        seen = RecordThreads()
-        model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, max_epochs=5, batch_size=10,
-                               random_state=0, callbacks=[("seen", seen)])
-        model.fit(g, y)
-        assert seen.seen_ == [1, 2, 2, 1, 2]
-        assert torch.get_num_threads() == 2
-        # an explicit count is kept whatever the load
-        model.set_params(n_threads=1, max_epochs=3)
-        free = iter([2] * 10)
-        model.fit(g, y)
-        assert seen.seen_ == [1, 1, 1]
-    finally:
-        torch.set_num_threads(before)
+    model, seen = fit_under_load(data, monkeypatch, [1, 1, 2, 2, 1, 8], max_epochs=5)  # the fit's start, epochs 1-5
+    assert seen.seen_ == [1, 2, 2, 1, 2]
+    assert torch.get_num_threads() == 2
+    # an explicit count is kept whatever the load
+    model.set_params(n_threads=1, max_epochs=3)
+    monkeypatch.setattr(threads, "free_cores", lambda: 2)
+    model.fit(g, y)
+    assert seen.seen_ == [1, 1, 1]
 
 
-def test_a_fit_that_changes_threads_mid_way_still_restores_torchs_setting(data, monkeypatch):
+def test_a_fit_that_changes_threads_mid_way_still_restores_torchs_setting(data, monkeypatch, two_threads):
     # starts on torch's own count (nothing to set), then an epoch sees a busy machine and drops to one thread:
     # the fit must still hand torch's setting back
-    import crysk._threads as threads
-
-    g, y = data
-    free = iter([2, 2, 1, 1])
-    monkeypatch.setattr(threads, "free_cores", lambda: next(free))
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        seen = RecordThreads()
-        model = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, max_epochs=3, batch_size=10,
-                               random_state=0, callbacks=[("seen", seen)])
-        model.fit(g, y)
-        assert seen.seen_ == [2, 1, 1]
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    _, seen = fit_under_load(data, monkeypatch, [2, 2, 1, 1], max_epochs=3)
+    assert seen.seen_ == [2, 1, 1]
+    assert torch.get_num_threads() == 2

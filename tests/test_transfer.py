@@ -307,7 +307,7 @@ def test_freezing_untransferred_tensors_warns(source, data):
         CGCNNRegressor(**{**BASE, "freeze": "convs"}).fit(g[:20], y[:20])
 
 
-def test_target_scaler_source_keeps_the_source_predictions(source, data, cgcnn_path):
+def test_target_scaler_source_keeps_the_source_predictions(source, data):
     # training further on a narrow slice of the same property (the 40 lowest formation energies):
     # a scaler refitted on that slice shifts what the transferred output layer means; "source" does not
     g, y = data

@@ -159,7 +159,7 @@ class CrystalNetRegressor(SupervisedNet, NeuralNetRegressor):
         check_option("loss", self.loss, sorted(_LOSSES))
         if self.criterion is not None and self.loss != "mse":
             raise ValueError(f"give either loss={self.loss!r} or criterion=, not both: criterion replaces loss")
-        if isinstance(self.target_scaler, str) and self.target_scaler == "source":
+        if self._source_scaler():
             if self.warm_start_from is None:
                 raise ValueError(
                     "target_scaler='source' keeps the scaling of the warm-start source: set warm_start_from too, "
@@ -181,6 +181,10 @@ class CrystalNetRegressor(SupervisedNet, NeuralNetRegressor):
                 check_number("each of target_weights", float(w), low=0)
             if not weights.sum() > 0:
                 raise ValueError("target_weights are all 0: give at least one target a positive weight")
+
+    def _source_scaler(self) -> bool:
+        """Whether the target scaler is taken from the warm-start source (``target_scaler="source"``)."""
+        return isinstance(self.target_scaler, str) and self.target_scaler == "source"
 
     def _masked_loss(self) -> bool:
         return self.missing_targets == "ignore" or self.target_weights is not None
@@ -207,7 +211,7 @@ class CrystalNetRegressor(SupervisedNet, NeuralNetRegressor):
         empty = np.flatnonzero(np.isnan(y2).all(axis=0))
         if len(empty):
             raise ValueError(f"targets {empty.tolist()} have no value for any crystal: drop those columns of y")
-        if isinstance(self.target_scaler, str) and self.target_scaler == "source":
+        if self._source_scaler():
             self.target_scaler_ = source_target_scaler(self.warm_start_from, self.n_outputs_)
         else:
             self.target_scaler_ = make_target_scaler(self.target_scaler).fit(y2)
