@@ -1,10 +1,12 @@
 import copy
 
+import pytest
 import torch
 from torch.nn import functional as F
 
 from crysk.nn import CGCNN
-from crysk.nn.layers import ConvLayer, GaussianExpansion, batch_norm_gate, gate
+from crysk.nn import workspace
+from crysk.nn.layers import ConvLayer, GaussianExpansion, batch_norm_gate, gate, uniform_degree
 
 
 def reference_conv(conv, h, e, src, dst):
@@ -15,16 +17,30 @@ def reference_conv(conv, h, e, src, dst):
     return F.softplus(h + conv.bn2(summed))
 
 
-def test_conv_layer_matches_the_concatenated_formulation():
+def edge_lists(kind, n):
+    """Centre atoms of CGCNN-like edges: 4 per atom in atom order, or the same shuffled, or 1-6 per atom."""
+    src = torch.arange(n).repeat_interleave(4)
+    if kind == "shuffled":
+        src = src[torch.randperm(len(src))]
+    elif kind == "ragged":
+        src = torch.arange(n).repeat_interleave(torch.randint(1, 7, (n,)))
+    return src
+
+
+@pytest.mark.parametrize("private", [True, False])
+@pytest.mark.parametrize("kind", ["uniform", "shuffled", "ragged"])
+def test_conv_layer_matches_the_concatenated_formulation(kind, private, monkeypatch):
+    monkeypatch.setattr(workspace, "USE_PRIVATE_APIS", private and workspace.USE_PRIVATE_APIS)
     torch.manual_seed(0)
     conv = ConvLayer(8, 5).double()
     twin = copy.deepcopy(conv)
     n = 30
-    src = torch.arange(n).repeat_interleave(4)
-    dst = torch.randint(0, n, (4 * n,))
+    src = edge_lists(kind, n)
+    assert uniform_degree(src, n) == (4 if kind == "uniform" else 0)
+    dst = torch.randint(0, n, (len(src),))
     h = torch.randn(n, 8, dtype=torch.float64, requires_grad=True)
     h2 = h.detach().clone().requires_grad_(True)
-    e = torch.rand(4 * n, 5, dtype=torch.float64)
+    e = torch.rand(len(src), 5, dtype=torch.float64)
     out, ref = conv(h, e, src, dst), reference_conv(twin, h2, e, src, dst)
     torch.testing.assert_close(out, ref)
     w = torch.randn_like(out)
@@ -35,6 +51,35 @@ def test_conv_layer_matches_the_concatenated_formulation():
         torch.testing.assert_close(p.grad, q.grad, msg=name)
     for (name, b), (_, c) in zip(conv.named_buffers(), twin.named_buffers()):
         torch.testing.assert_close(b, c, msg=name)
+
+
+def test_uniform_degree_recognises_only_atom_ordered_equal_degrees():
+    assert uniform_degree(torch.arange(5).repeat_interleave(12), 5) == 12
+    assert uniform_degree(torch.arange(5).repeat_interleave(12), 6) == 0  # an atom without edges
+    assert uniform_degree(torch.arange(5).repeat(12), 5) == 0  # equal degrees, other order
+    assert uniform_degree(torch.tensor([0, 0, 1, 2, 2, 2]), 3) == 0
+    assert uniform_degree(torch.zeros(0, dtype=torch.long), 0) == 0
+
+
+def test_gate_saturation_keeps_exact_gradients():
+    """Far out on the softplus, its gradient sigmoid(c) is tiny or 1: the kept gate values must give it exactly."""
+    torch.manual_seed(0)
+    conv = ConvLayer(4, 3)
+    twin = copy.deepcopy(conv).double()
+    with torch.no_grad():  # pre-activations from about -40 to 40
+        conv.bn1.weight.mul_(15.0)
+        twin.bn1.weight.mul_(15.0)
+    n = 40
+    src, dst = torch.arange(n).repeat_interleave(3), torch.randint(0, n, (3 * n,))
+    h = torch.randn(n, 4, requires_grad=True)
+    h2 = h.detach().double().requires_grad_(True)
+    e = torch.rand(3 * n, 3)
+    w = torch.randn(n, 4)
+    (conv(h, e, src, dst) * w).sum().backward()
+    (reference_conv(twin, h2, e.double(), src, dst) * w.double()).sum().backward()
+    torch.testing.assert_close(h.grad, h2.grad.float(), rtol=1e-4, atol=1e-5)
+    for (name, p), (_, q) in zip(conv.named_parameters(), twin.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad.float(), rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_gates_have_correct_gradients():

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..elements import cgcnn_feature_table
-from .layers import ConvLayer, GaussianExpansion, mean_pool
+from .layers import ConvLayer, GaussianExpansion, mean_pool, uniform_degree
 from .workspace import Workspace
 
 __all__ = ["GraphEncoder", "CGCNN"]
@@ -77,7 +77,7 @@ class GraphEncoder(nn.Module):
     def release_workspace(self) -> None:
         """Free the per-edge buffers this model keeps from one CPU training step to the next.
 
-        They hold about ``(n_conv + 2.5) x n_edges x 2 * atom_fea_len``
+        They hold about ``(2 * n_conv + 1) x n_edges x 2 * atom_fea_len``
         floats for the largest batch seen. Switching to eval mode releases
         them, and so do the estimators at the end of each epoch.
         """
@@ -118,8 +118,9 @@ class GraphEncoder(nn.Module):
         h = self.embedding(atom_features)
         workspace = getattr(self, "workspace", None)
         edge_fea = self.gaussian(distances, workspace)
+        degree = uniform_degree(edge_src, len(h))
         for conv in self.convs:
-            h = conv(h, edge_fea, edge_src, edge_dst, workspace)
+            h = conv(h, edge_fea, edge_src, edge_dst, workspace, degree)
         return h
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "batch_norm_gate",
     "mean_pool",
     "n_gaussians",
+    "uniform_degree",
 ]
 
 
@@ -113,35 +114,85 @@ def _fusable(bn: nn.BatchNorm1d) -> bool:
     )
 
 
+def uniform_degree(edge_src: torch.Tensor, n_atoms: int) -> int:
+    """``k`` when the edges are every atom's ``k`` edges in atom order (``src = [0]*k + [1]*k + ...``), else 0.
+
+    CGCNN graphs nearly always have this form: every atom keeps its
+    ``max_num_nbr`` nearest neighbours, stored atom by atom. The convolutions
+    then read each edge's centre atom by broadcasting (an ``(n_atoms, k, d)``
+    view) and sum each atom's messages over that view, instead of gathering
+    and scattering by index: on the CPU a gather or scatter of the per-edge
+    tensors costs several times the broadcast or the sum. Checked on the CPU
+    only (the comparison would make a GPU step wait for the device).
+
+    Parameters
+    ----------
+    edge_src : torch.Tensor of shape (n_edges,)
+        Centre atom of each edge.
+    n_atoms : int
+        Atoms in the batch.
+
+    Returns
+    -------
+    int
+        The common degree, or 0 when the edges have another form (or are not on the CPU).
+    """
+    n_edges = len(edge_src)
+    if edge_src.device.type != "cpu" or n_atoms == 0 or n_edges == 0 or n_edges % n_atoms:
+        return 0
+    k = n_edges // n_atoms
+    expected = torch.arange(n_atoms, device=edge_src.device, dtype=edge_src.dtype).unsqueeze(1).expand(n_atoms, k)
+    return k if torch.equal(edge_src.view(n_atoms, k), expected) else 0
+
+
+def _sum_into_sources(per_edge: torch.Tensor, edge_src: torch.Tensor, n_atoms: int, degree: int) -> torch.Tensor:
+    """``sum`` of the per-edge rows into their centre atoms: ``(n_atoms, d)``."""
+    if degree:
+        return per_edge.view(n_atoms, degree, per_edge.shape[1]).sum(1)
+    return per_edge.new_zeros((n_atoms, per_edge.shape[1])).index_add_(0, edge_src, per_edge)
+
+
 class _EdgeConv(torch.autograd.Function):
-    """The per-edge half of :class:`ConvLayer`, keeping one per-edge tensor for backward.
+    """The per-edge half of :class:`ConvLayer`, keeping two per-edge tensors for backward.
 
     Computes ``sum_j gate(BN(z_ij))`` into each source atom ``i``, with
     ``z = centre[src] + edge_fea @ w_edge + nbr[dst]`` and training-mode batch
     norm. Composed from autograd ops, a layer keeps ``z``, the gated messages
     (``index_add_`` saves its source) and the batch-norm output, and its
     backward holds five more tensors of ``n_edges x 2 * atom_fea_len`` floats
-    at once (torch's batch-norm backward alone allocates two). Here only
-    ``z`` is saved; backward recomputes the batch-norm output and turns it,
-    in place, into the gradient of ``z``.
+    at once (torch's batch-norm backward alone allocates two). Here ``z`` and
+    the gate values ``[sigmoid(f), softplus(c)]`` are saved, and backward
+    turns the gate values, in place, into the gradient of the batch-norm
+    output and then of ``z``. Keeping the gate values costs one per-edge
+    tensor per layer (about +100 MB of peak memory at CGCNN's batch of 256)
+    and saves recomputing the batch-norm output, the sigmoid and the softplus,
+    the costliest operation on the CPU: a layer's forward and backward take
+    15-20 % less time (``benchmarks/RESULTS.md``). When every atom has the
+    same number of edges, stored atom by atom (:func:`uniform_degree`), the
+    centre atoms are read by broadcasting and the messages summed over a
+    view instead of gathered and scattered by index.
 
-    The forward pass and the gate's backward are bit for bit what autograd
-    computes. The batch-norm backward takes its sums from torch's kernel and
-    applies them in place as ``dy * a + z * b + c`` per channel, the form of
-    torch's own batch-norm forward (equal to torch's backward within float
-    rounding).
+    The forward pass is bit for bit what autograd computes. The gate's
+    backward uses ``sigmoid(c) = -expm1(-softplus(c))``, and the batch-norm
+    backward takes its sums from torch's kernel and applies them in place as
+    ``dy * a + c - z * b`` per channel; both equal autograd's results within
+    float rounding.
 
-    The work is done on whole tensors (the gate's backward in two halves).
-    Finer slices would shrink the temporaries further, but on a busy 2-core
-    machine every extra parallel operation waits for both threads to be
-    scheduled: 16k-row slices made a layer 2x slower there.
+    The work is done on whole tensors. Finer slices would shrink the
+    temporaries, but on a busy 2-core machine every extra parallel operation
+    waits for both threads to be scheduled: 16k-row slices made a layer 2x
+    slower there.
     """
 
     @staticmethod
     def forward(ctx, centre, nbr, edge_fea, w_edge, edge_src, edge_dst, weight, bias, running_mean, running_var,
-                momentum, eps, workspace):
+                momentum, eps, workspace, degree):
         n_edges, width = len(edge_src), centre.shape[1]
-        z = torch.index_select(centre, 0, edge_src, out=new_empty(workspace, n_edges, width, centre))
+        z = new_empty(workspace, n_edges, width, centre)
+        if degree:
+            z.view(-1, degree, width).copy_(centre.unsqueeze(1))  # centre[src] without the gather
+        else:
+            torch.index_select(centre, 0, edge_src, out=z)
         z.addmm_(edge_fea, w_edge)
         g = torch.index_select(nbr, 0, edge_dst, out=new_empty(workspace, n_edges, width, centre))
         z.add_(g)
@@ -154,32 +205,51 @@ class _EdgeConv(torch.autograd.Function):
         torch.ops.aten.softplus.out(c, 1, 20, out=c)  # F.softplus's defaults, in place
         # index_add_ is several times faster from a contiguous source than from the half-width view
         messages = torch.mul(f, c, out=new_empty(workspace, n_edges, width // 2, centre, tag=1))
-        summed = centre.new_zeros((centre.shape[0], width // 2)).index_add_(0, edge_src, messages)
-        ctx.save_for_backward(z, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd)
+        summed = _sum_into_sources(messages, edge_src, centre.shape[0], degree)
+        # the gate values are kept rather than recomputed in backward: softplus is the costliest operation
+        # of a step on the CPU, and the backward pass then needs neither it nor the batch-norm output again
+        ctx.save_for_backward(z, g, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd)
         ctx.eps = eps
         ctx.workspace = workspace
+        ctx.degree = degree
         return summed
 
     @staticmethod
     def backward(ctx, grad):
-        z, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd = ctx.saved_tensors
+        z, gates, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd = ctx.saved_tensors
         workspace = ctx.workspace
+        degree = ctx.degree
         n_edges, width = z.shape
         needs = ctx.needs_input_grad
-        scale = invstd * weight
-        dy = torch.addcmul(bias - mean * scale, z, scale, out=new_empty(workspace, n_edges, width, z))
-        # the gate's backward, as autograd computes it for sigmoid(f) * softplus(c), in two halves: its two
-        # temporaries then take as much memory as the message tensor of the forward pass
-        half = (n_edges + 1) // 2
-        for rows in (slice(0, half), slice(half, None)):
-            f, c = dy[rows].chunk(2, dim=1)
-            m = torch.index_select(grad, 0, edge_src[rows], out=new_empty(workspace, len(f), f.shape[1], z, tag=1))
-            s = f.sigmoid_()
-            m_sp = torch.ops.aten.softplus.out(c, 1, 20, out=new_empty(workspace, len(f), f.shape[1], z, tag=1))
-            m_sp.mul_(m)
-            torch.ops.aten.softplus_backward.grad_input(m.mul_(s), c, 1, 20, grad_input=c)
-            torch.ops.aten.sigmoid_backward.grad_input(m_sp, s, grad_input=f)
-            del m, m_sp
+        d = width // 2
+        # the gate's backward turns the kept gate values into the gradient of the batch-norm output, in place
+        # (backward runs once per step; a second backward through the same graph is not supported)
+        dy = gates
+        s, sp = gates.chunk(2, dim=1)  # sigmoid(f) and softplus(c) from the forward pass
+        m_sp = new_empty(workspace, n_edges, d, z, tag=1)
+        if degree:
+            # each edge's gradient is its centre atom's: broadcast over (n_atoms, degree, d) views
+            def edges(t):
+                return t.view(-1, degree, d)
+
+            m, m_neg = grad.unsqueeze(1), grad.neg().unsqueeze(1)
+            torch.mul(edges(sp), m, out=edges(m_sp))
+        else:
+            def edges(t):
+                return t
+
+            m = torch.index_select(grad, 0, edge_src, out=new_empty(workspace, n_edges, d, z, tag=1))
+            m_neg = None
+            torch.mul(sp, m, out=m_sp)
+        # d/dc = grad * s * sigmoid(c), with sigmoid(c) = -expm1(-softplus(c)) (exact where it is tiny too)
+        gc = sp.neg_().expm1_().mul_(s)
+        if m_neg is not None:
+            edges(gc).mul_(m_neg)
+        else:
+            gc.mul_(m).neg_()
+        # d/df = grad * softplus(c) * s * (1 - s)
+        torch.ops.aten.sigmoid_backward.grad_input(m_sp, s, grad_input=s)
+        del m, m_neg, m_sp
         # batch norm's backward: torch's kernel gives the per-channel sums without allocating the input
         # gradient; dz = (dy - sum_dy / N - (z - mean) * k) * invstd * w with k = dotp * invstd^2 / N
         _, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
@@ -189,15 +259,15 @@ class _EdgeConv(torch.autograd.Function):
         if any(needs[:4]):
             a = invstd * weight
             b = grad_weight * invstd / n_edges * a  # k * a, as grad_weight = dotp * invstd
-            grad_z.mul_(a).addcmul_(z, b, value=-1).add_((mean * b) - grad_bias / n_edges * a)
+            torch.addcmul((mean * b) - grad_bias / n_edges * a, dy, a, out=grad_z).addcmul_(z, b, value=-1)
         n_atoms = (len(grad), width)
         # the formulas autograd uses for index_select and addmm
-        grad_centre = z.new_zeros(n_atoms).index_add_(0, edge_src, grad_z) if needs[0] else None
+        grad_centre = _sum_into_sources(grad_z, edge_src, len(grad), degree) if needs[0] else None
         grad_nbr = z.new_zeros(n_atoms).index_add_(0, edge_dst, grad_z) if needs[1] else None
         grad_edge = grad_z.mm(w_edge.t()) if needs[2] else None
         grad_w_edge = edge_fea.t().mm(grad_z) if needs[3] else None
         return (grad_centre, grad_nbr, grad_edge, grad_w_edge, None, None, grad_weight, grad_bias,
-                None, None, None, None, None)
+                None, None, None, None, None, None)
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -421,6 +491,7 @@ class ConvLayer(nn.Module):
         edge_src: torch.Tensor,
         edge_dst: torch.Tensor,
         workspace: Workspace | None = None,
+        degree: int | None = None,
     ) -> torch.Tensor:
         """Update ``(n_atoms, atom_fea_len)`` atom features along the edges ``src -> dst``.
 
@@ -434,12 +505,18 @@ class ConvLayer(nn.Module):
             Centre and neighbour atom of each edge.
         workspace : Workspace, optional
             Where a training step takes its per-edge buffers (the model's own).
+        degree : int, optional
+            :func:`uniform_degree` of the edges (0: none), when the caller has
+            it already (the encoder checks once for all its layers); checked
+            here when not given.
 
         Returns
         -------
         torch.Tensor of shape (n_atoms, atom_fea_len)
             The updated atom features.
         """
+        if degree is None:
+            degree = uniform_degree(edge_src, len(atom_fea))
         f = self.atom_fea_len
         w = self.fc_full.weight
         # one product per atom for both atom parts: [:, :2f] centre atom (+ bias), [:, 2f:] neighbour
@@ -451,14 +528,18 @@ class ConvLayer(nn.Module):
             bn.num_batches_tracked.add_(1)
             summed = _EdgeConv.apply(
                 centre, nbr, edge_fea, w[:, 2 * f :].t(), edge_src, edge_dst,
-                bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, workspace,
+                bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, workspace, degree,
             )
         else:
             # accumulate in place: each per-edge temporary costs a full pass over memory
-            gated = centre.index_select(0, edge_src).addmm_(edge_fea, w[:, 2 * f :].t())
+            if degree:
+                gated = torch.addmm(centre.unsqueeze(1).expand(-1, degree, -1).reshape(len(edge_src), -1),
+                                    edge_fea, w[:, 2 * f :].t())
+            else:
+                gated = centre.index_select(0, edge_src).addmm_(edge_fea, w[:, 2 * f :].t())
             gated = gated.add_(nbr.index_select(0, edge_dst))
             messages = batch_norm_gate(gated, bn)
-            summed = torch.zeros_like(atom_fea).index_add_(0, edge_src, messages)
+            summed = _sum_into_sources(messages, edge_src, len(atom_fea), degree)
         return F.softplus(atom_fea + normalize(self.bn2, summed))
 
 

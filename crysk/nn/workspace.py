@@ -49,7 +49,7 @@ _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda
 class Workspace:
     """Per-edge buffers handed from one CPU training step to the next, owned by one model.
 
-    A training step needs about ``n_conv + 5`` tensors of ``n_edges`` rows
+    A training step needs about ``2 * n_conv + 2`` tensors of ``n_edges`` rows
     (tens of MB each). Freed to glibc's heap while its mmap is off (see
     ``crysk._malloc``), their blocks get split by the small allocations in
     between, and as the number of edges changes from batch to batch no hole
