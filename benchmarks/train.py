@@ -10,16 +10,24 @@ Run one size per process so peak RSS belongs to that size:
     python benchmarks/train.py --n 10000 --device cuda --epochs 5
     python benchmarks/train.py --n 2000 --no-malloc-tuning    # glibc's own malloc settings
     python benchmarks/train.py --n 10000 --compile            # torch.compile (dynamic shapes)
+    torchrun --nproc_per_node 2 benchmarks/train.py --crystals 10000 --n-jobs 1  # data-parallel
+
+Under ``torchrun`` every process featurizes the crystals itself and takes
+``batch_size / world size`` of each global batch (global batch 256 by
+default, as in one process); rank 0 prints, graphs/s counting the whole
+training set per epoch.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from _data import peak_rss_mb, read_jsonl
 
 from crysk import CGCNNRegressor, CrystalGraphFeaturizer
@@ -36,7 +44,7 @@ def current_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--n", "--crystals", dest="n", type=int, default=2000, help="crystals (--crystals under torchrun, whose own options take --n)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -47,6 +55,11 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="fit with compile=True (torch.compile)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    world = 1
+    if "RANK" in os.environ:  # launched by torchrun
+        dist.init_process_group("gloo")
+        world = dist.get_world_size()
+    rank = dist.get_rank() if world > 1 else 0
 
     records = read_jsonl("mp_gap.jsonl.gz", args.n)
     y = np.array([r["band_gap"] for r in records])
@@ -60,7 +73,7 @@ def main() -> None:
     model = CGCNNRegressor(
         max_epochs=args.epochs,
         validation_fraction=None,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size // world,
         device=args.device,
         malloc_tuning=not args.no_malloc_tuning,
         random_state=0,
@@ -70,6 +83,11 @@ def main() -> None:
     durations = [row["dur"] for row in model.history]
     rates = [len(graphs) / d for d in durations]
     steady = float(np.mean(rates[1:])) if len(rates) > 1 else rates[0]
+    if rank:
+        dist.destroy_process_group()
+        return
+    if world > 1:
+        print(f"data-parallel: {world} processes, {args.batch_size // world} crystals each per step")
     print(f"device: {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else f'{torch.get_num_threads()} CPU threads'})")
     print(f"crystals: {len(graphs)} ({len(skipped)} left out), featurized in {featurize:.1f} s")
     print("graphs/s per epoch: " + ", ".join(f"{r:,.0f}" for r in rates))
@@ -81,6 +99,8 @@ def main() -> None:
     print(f"peak RSS: {peak_rss_mb():,.0f} MB (RSS before training: {before_fit:,.0f} MB)")
     if args.device.startswith("cuda"):
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB")
+    if world > 1:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

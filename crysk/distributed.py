@@ -15,7 +15,8 @@ the same everywhere), and only rank 0 writes checkpoint files.
 Batch-norm layers in training mode normalise with the statistics of the
 whole global batch: while a data-parallel fit runs, crysk sums each layer's
 per-channel sums and squared deviations over the ranks with differentiable
-all-reduces (:func:`crysk.nn.layers.normalize`), so a step equals the
+all-reduces (:func:`crysk.nn.layers.normalize`; the edge convolutions do
+the same inside their fused CPU kernel), so a step equals the
 single-process step on the global batch within float rounding, on any
 backend (gloo on CPUs included; PyTorch's ``SyncBatchNorm`` runs on GPUs
 only). Running statistics then agree on every rank too; crysk still

@@ -97,8 +97,13 @@ class _BatchNormGate(torch.autograd.Function):
         return grad_z, grad_w, grad_b, None, None, None, None
 
 
-def _fusable(bn: nn.BatchNorm1d) -> bool:
-    """Whether ``bn`` normalises with batch statistics under autograd (the memory-saving paths)."""
+def _fusable(bn: nn.BatchNorm1d, synced: bool = False) -> bool:
+    """Whether ``bn`` normalises with batch statistics under autograd (the memory-saving paths).
+
+    ``synced``: the caller's path also sums the statistics over the ranks of a
+    data-parallel fit (the edge convolution does; the others leave that to
+    :func:`normalize`).
+    """
     return (
         _workspace.USE_PRIVATE_APIS  # read at each call: tests switch it
         and bn.training
@@ -106,8 +111,7 @@ def _fusable(bn: nn.BatchNorm1d) -> bool:
         and bn.affine
         and bn.track_running_stats
         and bn.momentum is not None
-        # data-parallel training sums statistics over ranks in plain ops (normalize)
-        and not getattr(bn, "sync_stats", False)
+        and (synced or not getattr(bn, "sync_stats", False))
         # under torch.compile the plain ops are traced instead: the compiler fuses them itself, and the
         # custom autograd functions' private kernels and buffer reuse would break its graph
         and not _workspace._is_compiling()
@@ -152,6 +156,30 @@ def _sum_into_sources(per_edge: torch.Tensor, edge_src: torch.Tensor, n_atoms: i
     return per_edge.new_zeros((n_atoms, per_edge.shape[1])).index_add_(0, edge_src, per_edge)
 
 
+def _global_batch_stats(local_mean, local_invstd, n_local, eps, running_mean, running_var, momentum):
+    """Mean, inverse std and size of the global batch of a data-parallel step, from each rank's own.
+
+    Two all-reduces, as :func:`normalize`: the sizes and sums first, then the
+    squared deviations from the global mean (each rank's variance plus its
+    mean's offset, so nothing cancels as ``E[x^2] - mean^2`` would). Updates
+    the running statistics as torch's batch norm does (unbiased variance).
+    """
+    import torch.distributed as dist
+
+    local_var = local_invstd.pow(-2) - eps  # torch's kernel returns 1 / sqrt(var + eps), var biased
+    first = torch.cat([local_mean * n_local, local_mean.new_full((1,), float(n_local))])
+    dist.all_reduce(first)
+    n_total = first[-1]
+    mean = first[:-1] / n_total
+    m2 = (local_var + (local_mean - mean).square()) * n_local
+    dist.all_reduce(m2)
+    var = m2 / n_total
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        running_var.mul_(1 - momentum).add_(var * (n_total / (n_total - 1).clamp(min=1)), alpha=momentum)
+    return mean, torch.rsqrt(var + eps), int(n_total.item())
+
+
 class _EdgeConv(torch.autograd.Function):
     """The per-edge half of :class:`ConvLayer`, keeping two per-edge tensors for backward.
 
@@ -178,6 +206,11 @@ class _EdgeConv(torch.autograd.Function):
     ``dy * a + c - z * b`` per channel; both equal autograd's results within
     float rounding.
 
+    In a data-parallel fit (``synced``) the batch statistics are the global
+    batch's: two all-reduces in the forward pass (:func:`_global_batch_stats`)
+    and one of the two per-channel sums in the backward pass, so the fused
+    path, and its memory saving, serve data-parallel training too.
+
     The work is done on whole tensors. Finer slices would shrink the
     temporaries, but on a busy 2-core machine every extra parallel operation
     waits for both threads to be scheduled: 16k-row slices made a layer 2x
@@ -186,7 +219,7 @@ class _EdgeConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, centre, nbr, edge_fea, w_edge, edge_src, edge_dst, weight, bias, running_mean, running_var,
-                momentum, eps, workspace, degree):
+                momentum, eps, workspace, degree, synced):
         n_edges, width = len(edge_src), centre.shape[1]
         z = new_empty(workspace, n_edges, width, centre)
         if degree:
@@ -197,9 +230,23 @@ class _EdgeConv(torch.autograd.Function):
         g = torch.index_select(nbr, 0, edge_dst, out=new_empty(workspace, n_edges, width, centre))
         z.add_(g)
         mean, invstd = z.new_empty(0), z.new_empty(0)
-        torch.ops.aten.native_batch_norm.out(
-            z, weight, bias, running_mean, running_var, True, momentum, eps, out=g, save_mean=mean, save_invstd=invstd
-        )
+        n_total = n_edges
+        if synced:
+            # this rank's statistics first (torch's kernel, running statistics untouched), then the global
+            # batch's, and the rank's normalised values mapped onto them per channel
+            torch.ops.aten.native_batch_norm.out(
+                z, weight, bias, None, None, True, momentum, eps, out=g, save_mean=mean, save_invstd=invstd
+            )
+            local_mean, local_invstd = mean, invstd
+            mean, invstd, n_total = _global_batch_stats(local_mean, local_invstd, n_edges, eps, running_mean,
+                                                        running_var, momentum)
+            ratio = invstd / local_invstd
+            torch.addcmul(bias * (1.0 - ratio) + (local_mean - mean) * invstd * weight, g, ratio, out=g)
+        else:
+            torch.ops.aten.native_batch_norm.out(
+                z, weight, bias, running_mean, running_var, True, momentum, eps, out=g, save_mean=mean,
+                save_invstd=invstd,
+            )
         f, c = g.chunk(2, dim=1)
         f.sigmoid_()
         torch.ops.aten.softplus.out(c, 1, 20, out=c)  # F.softplus's defaults, in place
@@ -212,6 +259,8 @@ class _EdgeConv(torch.autograd.Function):
         ctx.eps = eps
         ctx.workspace = workspace
         ctx.degree = degree
+        ctx.synced = synced
+        ctx.n_total = n_total
         return summed
 
     @staticmethod
@@ -259,9 +308,19 @@ class _EdgeConv(torch.autograd.Function):
         )
         grad_z = dy
         if any(needs[:4]):
+            sum_dy_xhat, sum_dy = grad_weight, grad_bias
+            if ctx.synced:
+                # every rank's loss depends on this rank's rows through the global statistics: the sums are
+                # over the global batch (the parameters' own gradients stay this rank's; DDP averages them)
+                import torch.distributed as dist
+
+                sums = torch.cat([grad_weight, grad_bias])
+                dist.all_reduce(sums)
+                sum_dy_xhat, sum_dy = sums.chunk(2)
+            n = ctx.n_total
             a = invstd * weight
-            b = grad_weight * invstd / n_edges * a  # k * a, as grad_weight = dotp * invstd
-            torch.addcmul((mean * b) - grad_bias / n_edges * a, dy, a, out=grad_z).addcmul_(z, b, value=-1)
+            b = sum_dy_xhat * invstd / n * a  # k * a, as sum(dy * xhat) = dotp * invstd
+            torch.addcmul((mean * b) - sum_dy / n * a, dy, a, out=grad_z).addcmul_(z, b, value=-1)
         n_atoms = (len(grad), width)
         # the formulas autograd uses for index_select and addmm
         grad_centre = _sum_into_sources(grad_z, edge_src, len(grad), degree) if needs[0] else None
@@ -269,7 +328,7 @@ class _EdgeConv(torch.autograd.Function):
         grad_edge = grad_z.mm(w_edge.t()) if needs[2] else None
         grad_w_edge = edge_fea.t().mm(grad_z) if needs[3] else None
         return (grad_centre, grad_nbr, grad_edge, grad_w_edge, None, None, grad_weight, grad_bias,
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -526,11 +585,12 @@ class ConvLayer(nn.Module):
         centre = pair[:, : 2 * f] + self.fc_full.bias
         nbr = pair[:, 2 * f :]
         bn = self.bn1
-        if _fusable(bn):
+        if _fusable(bn, synced=True):
             bn.num_batches_tracked.add_(1)
             summed = _EdgeConv.apply(
                 centre, nbr, edge_fea, w[:, 2 * f :].t(), edge_src, edge_dst,
                 bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, workspace, degree,
+                bool(getattr(bn, "sync_stats", False)),
             )
         else:
             # accumulate in place: each per-edge temporary costs a full pass over memory
