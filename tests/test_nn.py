@@ -82,6 +82,17 @@ def test_gate_saturation_keeps_exact_gradients():
         torch.testing.assert_close(p.grad, q.grad.float(), rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_fused_convolution_refuses_a_second_backward():
+    torch.manual_seed(0)
+    conv = ConvLayer(4, 3)
+    h = torch.randn(6, 4, requires_grad=True)
+    out = conv(h, torch.rand(12, 3), torch.arange(6).repeat_interleave(2), torch.randint(0, 6, (12,)))
+    out.sum().backward(retain_graph=True)
+    if workspace.USE_PRIVATE_APIS:
+        with pytest.raises(RuntimeError, match="backward runs once per forward pass"):
+            out.sum().backward()
+
+
 def test_gates_have_correct_gradients():
     x = torch.randn(12, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(gate, (x,))

@@ -265,6 +265,13 @@ class _EdgeConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if getattr(ctx, "consumed", False):
+            raise RuntimeError(
+                "crysk's fused convolution turns its saved gate values into gradients in place, so its backward "
+                "runs once per forward pass; call backward once per step (or train with "
+                "crysk.nn.workspace.USE_PRIVATE_APIS = False for the plain autograd path)"
+            )
+        ctx.consumed = True
         z, gates, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd = ctx.saved_tensors
         workspace = ctx.workspace
         degree = ctx.degree
@@ -272,7 +279,6 @@ class _EdgeConv(torch.autograd.Function):
         needs = ctx.needs_input_grad
         d = width // 2
         # the gate's backward turns the kept gate values into the gradient of the batch-norm output, in place
-        # (backward runs once per step; a second backward through the same graph is not supported)
         dy = gates
         s, sp = gates.chunk(2, dim=1)  # sigmoid(f) and softplus(c) from the forward pass
         m_sp = new_empty(workspace, n_edges, d, z, tag=1)
