@@ -44,7 +44,8 @@ def current_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", "--crystals", dest="n", type=int, default=2000, help="crystals (--crystals under torchrun, whose own options take --n)")
+    parser.add_argument("--n", "--crystals", dest="n", type=int, default=2000,
+                        help="crystals (--crystals under torchrun, whose own options take --n)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -80,12 +81,17 @@ def main() -> None:
         compile=args.compile,
     )
     model.fit(graphs, y)
+    if rank == 0:
+        report(args, graphs, skipped, model, featurize, before_fit, world)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def report(args, graphs, skipped, model, featurize: float, before_fit: float, world: int) -> None:
+    """Print the run's figures (rank 0 only under torchrun)."""
     durations = [row["dur"] for row in model.history]
     rates = [len(graphs) / d for d in durations]
     steady = float(np.mean(rates[1:])) if len(rates) > 1 else rates[0]
-    if rank:
-        dist.destroy_process_group()
-        return
     if world > 1:
         print(f"data-parallel: {world} processes, {args.batch_size // world} crystals each per step")
     print(f"device: {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else f'{torch.get_num_threads()} CPU threads'})")
@@ -99,8 +105,6 @@ def main() -> None:
     print(f"peak RSS: {peak_rss_mb():,.0f} MB (RSS before training: {before_fit:,.0f} MB)")
     if args.device.startswith("cuda"):
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB")
-    if world > 1:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
