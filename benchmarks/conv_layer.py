@@ -12,6 +12,14 @@ medians:
         PYTHONPATH=/path/to/new python benchmarks/conv_layer.py --threads 1
     done
 
+On a machine whose neighbours change its speed from one minute to the next,
+``--against REV`` is the steadier comparison: it loads ``crysk/nn/layers.py``
+as of git revision ``REV`` beside the current one, gives both layers the same
+weights and batch, alternates their steps in one process and prints the
+median of the paired time ratios (current / REV):
+
+    python benchmarks/conv_layer.py --threads 2 --repeats 40 --against main~1
+
 The batch is the first ``--crystals`` structures of ``mp_gap.jsonl.gz``
 (CGCNN defaults: 64-wide atom features, 41 Gaussians, 12 neighbours).
 """
@@ -19,9 +27,14 @@ The batch is the first ``--crystals`` structures of ``mp_gap.jsonl.gz``
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +50,7 @@ def main() -> None:
     parser.add_argument("--crystals", type=int, default=256, help="crystals in the batch (CGCNN's batch size)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--against", metavar="REV", help="git revision whose layer to time alternately with this one")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
@@ -53,6 +67,10 @@ def main() -> None:
         edge_fea = encoder.gaussian(batch["distances"])
     h = h0.clone().requires_grad_(True)
     grad = torch.randn_like(h0)
+
+    if args.against:
+        compare(args, conv, h0, edge_fea, batch, grad)
+        return
 
     def step() -> None:
         out = conv(h, edge_fea, batch["edge_src"], batch["edge_dst"], encoder.workspace)
@@ -72,6 +90,54 @@ def main() -> None:
         f"{args.threads} thread(s): forward+backward min {times_ms.min():.1f} ms, "
         f"median {np.median(times_ms):.1f} ms (load {load})"
     )
+
+
+def layers_at(rev: str):
+    """The module ``crysk/nn/layers.py`` as of git revision ``rev``, imported under another name."""
+    root = Path(crysk.__file__).resolve().parent.parent
+    source = subprocess.run(["git", "-C", str(root), "show", f"{rev}:crysk/nn/layers.py"], check=True,
+                            capture_output=True, text=True).stdout
+    # its relative imports name the installed package's siblings
+    source = source.replace("from . import ", "from crysk.nn import ").replace("from .", "from crysk.nn.")
+    path = Path(tempfile.mkdtemp()) / "crysk_layers_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("crysk_layers_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare(args, conv, h0, edge_fea, batch, grad) -> None:
+    """Alternate the steps of this layer and of the one at ``args.against``; print the paired ratio."""
+    from crysk.nn.workspace import Workspace
+
+    baseline = layers_at(args.against).ConvLayer(conv.atom_fea_len, conv.nbr_fea_len)
+    baseline.load_state_dict(conv.state_dict())
+    baseline.train()
+    layers = {"current": (conv, Workspace()), args.against: (baseline, Workspace())}
+
+    def step(name: str) -> float:
+        layer, workspace = layers[name]
+        h = h0.clone().requires_grad_(True)
+        t = time.perf_counter()
+        layer(h, edge_fea, batch["edge_src"], batch["edge_dst"], workspace).backward(grad)
+        return time.perf_counter() - t
+
+    names = list(layers)
+    for _ in range(3):
+        for name in names:
+            step(name)
+    times = {name: [] for name in names}
+    for i in range(args.repeats):
+        for name in names if i % 2 == 0 else names[::-1]:  # each goes first half of the time
+            times[name].append(step(name))
+    ms = {name: 1e3 * np.array(t) for name, t in times.items()}
+    ratio = np.median(ms["current"] / ms[args.against])
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{len(batch['edge_src']):,} edges, {args.threads} thread(s), {args.repeats} alternating steps each: "
+          + ", ".join(f"{n} median {np.median(t):.1f} ms (min {t.min():.1f})" for n, t in ms.items())
+          + f"; median paired ratio current / {args.against}: {ratio:.3f} (load {load})")
 
 
 if __name__ == "__main__":
