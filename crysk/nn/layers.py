@@ -196,11 +196,11 @@ class _EdgeConv(torch.autograd.Function):
     memory, and the atoms' products come in, and their gradient goes out,
     as one ``(n_atoms, 4 * atom_fea_len)`` tensor: 9-14 % less time per
     layer than half-width column views and separate slices
-    (``benchmarks/conv_layer.py --against``). Keeping the gate values costs one per-edge
-    tensor per layer (about +100 MB of peak memory at CGCNN's batch of 256)
-    and saves recomputing the batch-norm output, the sigmoid and the softplus,
-    the costliest operation on the CPU: a layer's forward and backward take
-    15-20 % less time (``benchmarks/RESULTS.md``). When every atom has the
+    (``benchmarks/conv_layer.py --against``). Keeping the gate values costs
+    one per-edge tensor per layer (about +100 MB of peak memory at CGCNN's
+    batch of 256) and saves recomputing the batch-norm output, the sigmoid
+    and the softplus, the costliest operation on the CPU: a layer's forward
+    and backward take 15-20 % less time (``benchmarks/RESULTS.md``). When every atom has the
     same number of edges, stored atom by atom (:func:`uniform_degree`), the
     centre atoms are read by broadcasting and the messages summed over a
     view instead of gathered and scattered by index.
@@ -234,14 +234,16 @@ class _EdgeConv(torch.autograd.Function):
         nbr = pair[:, width:]
         # z and the gate values are stored as two contiguous halves, (2, n_edges, d): filter then core. The
         # elementwise kernels (sigmoid, softplus, exp and the products) run 1.5-2x slower on a half-width
-        # column view of an (n_edges, 2d) tensor than on contiguous memory. Batch norm is per channel, so the
-        # halves are normalised separately with the same statistics.
+        # column view of an (n_edges, 2d) tensor than on contiguous memory. Batch norm is per channel, so each
+        # half is normalised on its own with its channels' parameters, buffers and statistics.
         z = new_empty(workspace, 2 * n_edges, d, centre, tag=2).view(2, n_edges, d)
         g = new_empty(workspace, 2 * n_edges, d, centre, tag=2).view(2, n_edges, d)
         stats = []
+        halves = [t.view(2, d) for t in (weight, bias, running_mean, running_var)]
         for h in range(2):
             cols = slice(h * d, (h + 1) * d)
             zh, gh = z[h], g[h]
+            weight_h, bias_h, running_mean_h, running_var_h = (t[h] for t in halves)
             # nbr[dst] + edge_fea @ w + centre[src], in three passes over the per-edge rows
             torch.index_select(nbr[:, cols], 0, edge_dst, out=zh)
             zh.addmm_(edge_fea, w_edge[:, cols])
@@ -252,9 +254,8 @@ class _EdgeConv(torch.autograd.Function):
             mean, invstd = z.new_empty(0), z.new_empty(0)
             # with synced statistics, this rank's own first (running statistics untouched), mapped below
             torch.ops.aten.native_batch_norm.out(
-                zh, weight[cols], bias[cols], None if synced else running_mean[cols],
-                None if synced else running_var[cols], True, momentum, eps, out=gh, save_mean=mean,
-                save_invstd=invstd,
+                zh, weight_h, bias_h, None if synced else running_mean_h, None if synced else running_var_h, True,
+                momentum, eps, out=gh, save_mean=mean, save_invstd=invstd,
             )
             stats.append((mean, invstd))
         mean, invstd = (torch.cat(s) for s in zip(*stats))
@@ -328,10 +329,10 @@ class _EdgeConv(torch.autograd.Function):
         del m, m_neg, m_sp
         # batch norm's backward: torch's kernel gives the per-channel sums without allocating the input
         # gradient; dz = (dy - sum_dy / N - (z - mean) * k) * invstd * w with k = dotp * invstd^2 / N
+        halves = [t.view(2, d) for t in (weight, mean, invstd)]
         sums = [
             torch.ops.aten.native_batch_norm_backward(
-                dy[h], z[h], weight[h * d : (h + 1) * d], None, None, mean[h * d : (h + 1) * d],
-                invstd[h * d : (h + 1) * d], True, ctx.eps, [False, True, True],
+                dy[h], z[h], halves[0][h], None, None, halves[1][h], halves[2][h], True, ctx.eps, [False, True, True]
             )[1:]
             for h in range(2)
         ]
