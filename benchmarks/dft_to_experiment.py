@@ -203,12 +203,14 @@ def pretrain_all(graphs, y, args, tag: str, cgcnn: Path | None = None, crysae: P
         paths["cgcnn"] = cgcnn
     else:
         run("cgcnn", lambda **kw: CGCNNRegressor(h_fea_len=128, lr=0.01, **common, **kw), y, e)
+    # CrysXPP from scratch before the CrysAE: it needs nothing else, so a run stopped while waiting for (or
+    # training) the autoencoder has already banked it
+    run("crysxpp", lambda **kw: CrysXPPRegressor(**common, **kw), y, e)
     if crysae is not None:
         print(f"  CrysAE: {crysae} (pretrained model)", flush=True)
         paths["crysae"] = crysae
     else:
         run("crysae", lambda **kw: CrysAE(**common, **kw), None, args.ae_epochs)
-    run("crysxpp", lambda **kw: CrysXPPRegressor(**common, **kw), y, e)
 
     def crysxpp_from_ae(warm_start_from=None, **kw):
         # a resumed run starts from its own partial checkpoint, a fresh one from the CrysAE

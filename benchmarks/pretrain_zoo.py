@@ -24,7 +24,9 @@ State (``--state-dir``, default ``$CRYSK_ZOO_DIR`` or ``benchmarks/results/zoo``
 * ``graphs/<file>.npz`` + ``.targets.npy``: featurized graphs, made once from the CIF text.
 * ``<model>/last.pt``: the weights after the last finished epoch (the resume point); ``best.pt``:
   the best validation epoch so far; ``history.csv``: one row per epoch over all pieces;
-  ``run.json``: pieces (start, wall time, epochs, load average, command) and whether the run is done.
+  ``run.json``: pieces (start, command, load average; wall time and epochs when the piece ended by
+  itself) and whether the run is done. The card's ``wall_time_s`` is the sum of the history's epoch
+  times, which counts every piece, killed ones too.
 
 Each piece resumes after the last finished epoch (``fit(resume_from=last.pt)``: the learning-rate
 schedule continues, SGD momentum and the batch order start afresh). ``--max-minutes`` stops a piece
@@ -371,11 +373,14 @@ def _train(model: str, run_dir: Path, state: Path, args, deadline: float | None)
     import torch
 
     piece["torch_threads"] = torch.get_num_threads()
+    # recorded before training, so that a piece that is killed (not stopped by its time budget) still lists
+    # its command; its epochs and their times are in history.csv either way
+    run["pieces"].append(piece)
+    write_run(run_dir, run)
     est.fit(X, resume_from=resume) if y is None else est.fit(X, y, resume_from=resume)
     last_epoch = int(load_checkpoint(run_dir / "last.pt")["best_epoch"]) if (run_dir / "last.pt").exists() else done
     piece.update(wall_s=round(time.perf_counter() - t, 1), epochs=last_epoch - done, until_epoch=last_epoch,
                  load_avg_end=load_avg())
-    run["pieces"].append(piece)
     run.update(epochs_done=last_epoch, epochs_total=epochs, done=last_epoch >= epochs, settings=vars(args))
     write_run(run_dir, run)
     print(f"{model}: {'finished' if run['done'] else 'paused'} after epoch {last_epoch} of {epochs} "
@@ -417,6 +422,21 @@ def plateau_check(scores: list[float]) -> dict:
     return {"window": PLATEAU_WINDOW, "improvement": improvement, "plateaued": improvement < PLATEAU_TOLERANCE}
 
 
+def training_time(hist: list[dict], run: dict) -> tuple[float, str]:
+    """The run's training time: the sum of its epochs' times in ``history.csv``, and a note saying so.
+
+    The history has one row per finished epoch whichever way each piece ended; a piece's own wall time
+    is known only when it ended by itself (time budget or last epoch), not when it was killed.
+    """
+    seconds = {int(r["epoch"]): float(r["seconds"]) for r in hist}  # a repeated epoch counts once (its last run)
+    timed = [p for p in run["pieces"] if "wall_s" in p]
+    note = (f"sum of the {len(seconds)} epochs' times in the run's history.csv "
+            f"({hist[0]['utc']} to {hist[-1]['utc']}); {len(run['pieces'])} pieces recorded, "
+            f"{len(timed)} of them with their own wall time ({sum(p['wall_s'] for p in timed):.0f} s, which "
+            "includes data preparation)")
+    return round(sum(seconds.values()), 1), note
+
+
 def finalize(model: str, state: Path, args) -> None:
     import crysk
     from crysk import CrystalGraphFeaturizer
@@ -437,6 +457,7 @@ def finalize(model: str, state: Path, args) -> None:
                else f"still improved by {plateau['improvement']:.1%}")
         raise SystemExit(f"{model}: validation {key} {how} over the last {plateau['window']} epochs: not "
                          "plateaued, refusing to ship it (train longer with --epochs, or --force)")
+    wall, wall_note = training_time(hist, run)
     est = crysk.load(run_dir / "best.pt")
     X, y, X_test, y_test, what = dataset(model, state, args)
     test_mae = None
@@ -468,8 +489,9 @@ def finalize(model: str, state: Path, args) -> None:
         validation_loss=None if key == "valid_mae" else float(best_row[key]),
         test_mae=test_mae,
         n_test_crystals=None if X_test is None else len(X_test),
-        training_commands=[p["command"] for p in run["pieces"]],
-        wall_time_s=round(sum(p["wall_s"] for p in run["pieces"]), 1),
+        training_commands=list(dict.fromkeys(p["command"] for p in run["pieces"])),
+        wall_time_s=wall,
+        wall_time_note=wall_note,
         pieces=len(run["pieces"]),
         device=sorted({p["device"] for p in run["pieces"]}),
         trained_utc=run["pieces"][-1]["start_utc"],
@@ -493,9 +515,10 @@ def status(state: Path) -> None:
         rows = list(csv.DictReader(open(hist_path))) if hist_path.exists() else []
         done = int(rows[-1]["epoch"]) if rows else 0
         best = f", best validation {float(rows[-1]['best_so_far']):.4f}" if rows else ""
-        wall = sum(p.get("wall_s", 0) for p in run["pieces"])
+        wall = sum(float(r["seconds"]) for r in rows)
         print(f"{model}: {done} of {run.get('epochs_total', MODELS[model]['epochs'])} epochs{best}, "
-              f"{len(run['pieces'])} finished pieces ({wall / 3600:.2f} h), {'done' if run.get('done') else 'not done'}")
+              f"{len(run['pieces'])} pieces, {wall / 3600:.2f} h of epochs, "
+              f"{'done' if run.get('done') else 'not done'}")
 
 
 def main() -> int:

@@ -471,8 +471,9 @@ def main() -> None:
         all_results.append(res)
         source_label = label if args.source is not None else \
             f"{len(sources[spec['source']][2])}-{SOURCES[spec['source']]['label']}"
-        rows += table_rows(target, source_label, res)
-        print(markdown(table_rows(target, spec["source"], res)), flush=True)
+        target_rows = table_rows(target, source_label, res)
+        rows += target_rows
+        print(markdown(target_rows), flush=True)
         clock.stage(f"target {target} ({args.trials} trials)", t)
 
     # ---------------------------------------------------------------- leakage check
