@@ -49,10 +49,12 @@ def _pretrained_models_page(app):
             rows = [("status", "shipped"), ("data", card.get("data")), ("split", card.get("split")),
                     ("training crystals", card.get("n_train_crystals")), ("epochs", card.get("epochs")),
                     ("best epoch", card.get("best_epoch")), ("validation MAE", card.get("validation_mae")),
+                    ("validation loss", card.get("validation_loss")),
                     ("test MAE", card.get("test_mae")), ("unit", card.get("unit")),
                     ("architecture", card.get("architecture")), ("featurizer", card.get("featurizer")),
                     ("training", card.get("training")), ("crysk version", card.get("crysk_version")),
-                    ("wall time (s)", card.get("wall_time_s")), ("commands", card.get("training_commands")),
+                    ("wall time (s)", card.get("wall_time_s")), ("wall time note", card.get("wall_time_note")),
+                    ("commands", card.get("training_commands")),
                     ("sha256", card.get("sha256")), ("licence", card.get("licence")),
                     ("attribution", card.get("attribution", []) + card.get("attribution_extra", []))]
         else:
@@ -64,6 +66,8 @@ def _pretrained_models_page(app):
                     ("attribution", card.get("attribution", []) + card.get("attribution_extra", []))]
         lines += [".. list-table::", "   :widths: 20 80", ""]
         for key, value in rows:
+            if value is None and key in ("validation MAE", "validation loss", "test MAE", "wall time note"):
+                continue  # e.g. an autoencoder has a validation loss and no MAE
             text = fmt(value)
             if key in ("regenerate", "commands", "sha256"):  # literal: commands keep their double dashes
                 text = "; ".join(f"``{part}``" for part in text.split("; "))
