@@ -48,17 +48,55 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def save_resume_point(net, path: Path, epoch: int, best_score: float) -> None:
+    """Write ``net``'s weights after ``epoch`` as a point that ``fit(resume_from=path)`` continues from.
+
+    The checkpoint's epoch is the number of epochs done and its ``best_score`` the run's best validation
+    score so far, so that a resumed piece counts an epoch as the best only when it beats that score.
+    """
+    from crysk.checkpoints import crysk_payload, save_checkpoint
+    from crysk.estimators.registry import plain_params
+
+    payload = crysk_payload(type(net).__name__, plain_params(net), net.module_.state_dict(), net.graph_settings,
+                            epoch, net._checkpoint_state())
+    payload["best_score"] = best_score
+    save_checkpoint(path, payload)
+
+
+def resume_point_callback(path: Path):
+    """A skorch callback that saves the resume point (:func:`save_resume_point`) after every epoch."""
+    import math
+
+    from skorch.callbacks import Callback
+
+    class SaveResumePoint(Callback):
+        def on_train_begin(self, net, **kwargs):
+            state = getattr(net, "_resume_state", None)
+            self.best_ = math.inf if state is None else state.best_score
+
+        def on_epoch_end(self, net, **kwargs):
+            row = net.history[-1]
+            score = float(row.get(net._monitor.removesuffix("_best"), math.nan))
+            if math.isfinite(score) and score < self.best_:
+                self.best_ = score
+            save_resume_point(net, path, int(row["epoch"]), self.best_)
+
+    return SaveResumePoint()
+
+
 def fit_resumable(make, X, y, final: Path, epochs: int, name: str):
     """Fit a long pretraining run that survives interruption, and save it as ``final``.
 
     While training, :class:`~crysk.estimators.SaveBestCheckpoint` keeps the
-    best epoch so far in ``<final>.partial.pt``. A rerun continues from it
+    best epoch so far in ``<final>.partial.pt`` and every epoch's weights go
+    to ``<final>.last.pt``. A rerun continues from the last finished epoch
     with ``fit(..., resume_from=...)``: the estimator trains only the epochs
     still to run, continues the learning-rate schedule, and replaces the
-    checkpoint only with an epoch that beats it (optimizer momentum starts
-    afresh). An interrupted fit (skorch ends ``fit`` quietly on Ctrl-C) exits
-    without writing ``final``, so a partial model is never taken for a
-    finished one.
+    best checkpoint only with an epoch that beats it (optimizer momentum
+    starts afresh). At the end the run's best epoch (which may come from an
+    earlier piece) is what is saved. An interrupted fit (skorch ends ``fit``
+    quietly on Ctrl-C) exits without writing ``final``, so a partial model
+    is never taken for a finished one.
 
     Parameters
     ----------
@@ -78,20 +116,31 @@ def fit_resumable(make, X, y, final: Path, epochs: int, name: str):
         The fitted estimator (holding the best epoch of the whole run, numbered
         over the whole run) and the number of epochs it resumed after.
     """
+    from crysk.checkpoints import load_checkpoint, read_weights
     from crysk.estimators import SaveBestCheckpoint
-    from crysk.checkpoints import load_checkpoint
 
     partial = final.with_suffix(".partial.pt")
+    last = final.with_suffix(".last.pt")
     final.parent.mkdir(parents=True, exist_ok=True)
     resume, done = None, 0
-    if partial.exists():
-        resume, done = partial, int(load_checkpoint(partial).get("best_epoch") or 0)
-        print(f"  resuming interrupted {name} from {partial.name} after epoch {done}", flush=True)
-    model = make(max_epochs=epochs, callbacks=[("save_best", SaveBestCheckpoint(partial))])
+    # the last finished epoch when there is one; runs from before the resume point existed have the best only
+    for point in (last, partial):
+        if point.exists():
+            resume, done = point, int(load_checkpoint(point).get("best_epoch") or 0)
+            print(f"  resuming interrupted {name} from {point.name} after epoch {done}", flush=True)
+            break
+    model = make(max_epochs=epochs, callbacks=[("save_best", SaveBestCheckpoint(partial)),
+                                               ("save_last", resume_point_callback(last))])
     model.fit(X, resume_from=resume) if y is None else model.fit(X, y, resume_from=resume)
     if len(model.history) < epochs - done:
         raise SystemExit(f"{name} interrupted after {done + len(model.history)} of {epochs} epochs; "
-                         f"{partial.name} keeps the best of them: rerun to resume")
+                         f"{last.name} and {partial.name} keep the last and the best of them: rerun to resume")
+    if partial.exists():
+        # the run's best epoch: this piece may not have beaten one from an earlier piece
+        best = read_weights(partial)
+        model.module_.load_state_dict(best.state_dict)
+        model.best_epoch_ = int(best.checkpoint["best_epoch"])
     model.save_pretrained(final)
     partial.unlink(missing_ok=True)
+    last.unlink(missing_ok=True)
     return model, done

@@ -67,7 +67,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from _data import data_dir, ids_sha256, read_jsonl
+from _data import data_dir, ids_sha256, read_jsonl, save_resume_point
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = ROOT / "crysk" / "pretrained"
@@ -248,9 +248,6 @@ def epoch_callback(run_dir: Path, prior_best: float, deadline: float | None):
     """A skorch callback: log each epoch, save the resume point, stop before the time budget runs out."""
     from skorch.callbacks import Callback
 
-    from crysk.checkpoints import crysk_payload, save_checkpoint
-    from crysk.estimators.registry import plain_params
-
     class ZooEpoch(Callback):
         def on_train_begin(self, net, **kwargs):
             self.best_ = prior_best
@@ -265,10 +262,7 @@ def epoch_callback(run_dir: Path, prior_best: float, deadline: float | None):
             epoch = int(row["epoch"])
             lr = float(net.optimizer_.param_groups[0]["lr"])
             # the resume point: this epoch's weights, numbered over the whole run, with the run's best score
-            payload = crysk_payload(type(net).__name__, plain_params(net), net.module_.state_dict(),
-                                    net.graph_settings, epoch, net._checkpoint_state())
-            payload["best_score"] = self.best_
-            save_checkpoint(run_dir / "last.pt", payload)
+            save_resume_point(net, run_dir / "last.pt", epoch, self.best_)
             new = not (run_dir / "history.csv").exists()
             with open(run_dir / "history.csv", "a", newline="") as fh:
                 w = csv.writer(fh)
