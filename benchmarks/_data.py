@@ -63,25 +63,39 @@ def save_resume_point(net, path: Path, epoch: int, best_score: float) -> None:
     save_checkpoint(path, payload)
 
 
-def resume_point_callback(path: Path):
-    """A skorch callback that saves the resume point (:func:`save_resume_point`) after every epoch."""
-    import math
+def resume_point_class():
+    """The skorch callback class that saves the resume point (:func:`save_resume_point`) after every epoch.
 
-    from skorch.callbacks import Callback
+    ``SaveResumePoint(path)`` tracks the run's best validation score in ``best_`` (starting from the
+    resumed checkpoint's, if any); subclasses add what else an epoch should do. A function, so that
+    skorch is imported only by the scripts that train.
+    """
+    global _SaveResumePoint
+    if _SaveResumePoint is None:
+        import math
 
-    class SaveResumePoint(Callback):
-        def on_train_begin(self, net, **kwargs):
-            state = getattr(net, "_resume_state", None)
-            self.best_ = math.inf if state is None else state.best_score
+        from skorch.callbacks import Callback
 
-        def on_epoch_end(self, net, **kwargs):
-            row = net.history[-1]
-            score = float(row.get(net._monitor.removesuffix("_best"), math.nan))
-            if math.isfinite(score) and score < self.best_:
-                self.best_ = score
-            save_resume_point(net, path, int(row["epoch"]), self.best_)
+        class SaveResumePoint(Callback):
+            def __init__(self, path):
+                self.path = path
 
-    return SaveResumePoint()
+            def on_train_begin(self, net, **kwargs):
+                state = getattr(net, "_resume_state", None)
+                self.best_ = math.inf if state is None else state.best_score
+
+            def on_epoch_end(self, net, **kwargs):
+                row = net.history[-1]
+                score = float(row.get(net._monitor.removesuffix("_best"), math.nan))
+                if math.isfinite(score) and score < self.best_:
+                    self.best_ = score
+                save_resume_point(net, Path(self.path), int(row["epoch"]), self.best_)
+
+        _SaveResumePoint = SaveResumePoint
+    return _SaveResumePoint
+
+
+_SaveResumePoint = None
 
 
 def fit_resumable(make, X, y, final: Path, epochs: int, name: str):
@@ -130,7 +144,7 @@ def fit_resumable(make, X, y, final: Path, epochs: int, name: str):
             print(f"  resuming interrupted {name} from {point.name} after epoch {done}", flush=True)
             break
     model = make(max_epochs=epochs, callbacks=[("save_best", SaveBestCheckpoint(partial)),
-                                               ("save_last", resume_point_callback(last))])
+                                               ("save_last", resume_point_class()(last))])
     model.fit(X, resume_from=resume) if y is None else model.fit(X, y, resume_from=resume)
     if len(model.history) < epochs - done:
         raise SystemExit(f"{name} interrupted after {done + len(model.history)} of {epochs} epochs; "

@@ -67,7 +67,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from _data import data_dir, ids_sha256, read_jsonl, save_resume_point
+from _data import data_dir, ids_sha256, read_jsonl, resume_point_class
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = ROOT / "crysk" / "pretrained"
@@ -244,25 +244,18 @@ def make_estimator(model: str, args, callbacks):
     return CrysAE(atom_fea_len=64, n_conv=3, lr=0.003, optimizer="adam", batch_size=512, **common)
 
 
-def epoch_callback(run_dir: Path, prior_best: float, deadline: float | None):
-    """A skorch callback: log each epoch, save the resume point, stop before the time budget runs out."""
-    from skorch.callbacks import Callback
+def epoch_callback(run_dir: Path, deadline: float | None):
+    """A skorch callback: save the resume point, log each epoch, stop before the time budget runs out."""
 
-    class ZooEpoch(Callback):
-        def on_train_begin(self, net, **kwargs):
-            self.best_ = prior_best
-            self.t0_ = time.perf_counter()
-
+    class ZooEpoch(resume_point_class()):
         def on_epoch_end(self, net, **kwargs):
+            # the resume point: this epoch's weights, numbered over the whole run, with the run's best score
+            super().on_epoch_end(net, **kwargs)
             row = net.history[-1]
             key = net._monitor.removesuffix("_best")
             score = float(row.get(key, math.nan))
-            if math.isfinite(score) and score < self.best_:
-                self.best_ = score
             epoch = int(row["epoch"])
             lr = float(net.optimizer_.param_groups[0]["lr"])
-            # the resume point: this epoch's weights, numbered over the whole run, with the run's best score
-            save_resume_point(net, run_dir / "last.pt", epoch, self.best_)
             new = not (run_dir / "history.csv").exists()
             with open(run_dir / "history.csv", "a", newline="") as fh:
                 w = csv.writer(fh)
@@ -278,7 +271,7 @@ def epoch_callback(run_dir: Path, prior_best: float, deadline: float | None):
                 print("  time budget reached: stopping after this epoch (resume point saved)", flush=True)
                 raise KeyboardInterrupt  # skorch ends fit quietly on it
 
-    return ZooEpoch()
+    return ZooEpoch(run_dir / "last.pt")
 
 
 def read_run(run_dir: Path) -> dict:
@@ -355,7 +348,7 @@ def _train(model: str, run_dir: Path, state: Path, args, deadline: float | None)
         write_run(run_dir, run)
         return
     callbacks = [("save_best", SaveBestCheckpoint(run_dir / "best.pt")),
-                 ("zoo_epoch", epoch_callback(run_dir, prior_best, deadline))]
+                 ("zoo_epoch", epoch_callback(run_dir, deadline))]
     est = make_estimator(model, args, callbacks)
     piece = {"start_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "after_epoch": done,
              "load_avg_start": load_avg(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
