@@ -381,7 +381,8 @@ def reference_records(model: str, test_ids: list[str] | None, n: int = 10) -> li
     file = "mp_eform.jsonl.gz" if spec["data"] in ("eform", "union") else "mp_gap.jsonl.gz"
     wanted = None
     if test_ids is not None:
-        pick = np.random.default_rng(0).choice(len(test_ids), n, replace=False)
+        # min: a --limit smoke run may hold fewer test crystals than that
+        pick = np.random.default_rng(0).choice(len(test_ids), min(n, len(test_ids)), replace=False)
         wanted = {test_ids[i] for i in pick}
     out = []
     with gzip.open(data_dir() / file, "rt", encoding="utf-8") as fh:
