@@ -19,6 +19,7 @@ weights and batch, alternates their steps in one process and prints the
 median of the paired time ratios (current / REV):
 
     python benchmarks/conv_layer.py --threads 2 --repeats 40 --against main~1
+    python benchmarks/conv_layer.py --threads 2 --repeats 40 --cpu-kernels --against HEAD  # fused vs torch
 
 The batch is the first ``--crystals`` structures of ``mp_gap.jsonl.gz``
 (CGCNN defaults: 64-wide atom features, 41 Gaussians, 12 neighbours).
@@ -51,9 +52,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--against", metavar="REV", help="git revision whose layer to time alternately with this one")
+    parser.add_argument("--cpu-kernels", action="store_true",
+                        help="this layer with crysk's fused C++ CPU kernels (crysk.nn.cpu_kernels); a layer from "
+                             "--against REV keeps the kernels it had")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
+    if args.cpu_kernels:
+        from crysk.nn import cpu_kernels
+
+        cpu_kernels.enable()
 
     records = read_jsonl("mp_gap.jsonl.gz", args.crystals)
     graphs = CrystalGraphFeaturizer(errors="skip").transform([r["cif"] for r in records])

@@ -10,6 +10,7 @@ Run one size per process so peak RSS belongs to that size:
     python benchmarks/train.py --n 10000 --device cuda --epochs 5
     python benchmarks/train.py --n 2000 --no-malloc-tuning    # glibc's own malloc settings
     python benchmarks/train.py --n 10000 --compile            # torch.compile (dynamic shapes)
+    python benchmarks/train.py --n 10000 --cpu-kernels        # crysk's fused C++ kernels (crysk.nn.cpu_kernels)
     torchrun --nproc_per_node 2 benchmarks/train.py --crystals 10000 --n-jobs 1  # data-parallel
 
 Under ``torchrun`` every process featurizes the crystals itself and takes
@@ -54,7 +55,16 @@ def main() -> None:
         "--no-malloc-tuning", action="store_true", help="fit with malloc_tuning=False (glibc's own malloc settings)"
     )
     parser.add_argument("--compile", action="store_true", help="fit with compile=True (torch.compile)")
+    parser.add_argument("--cpu-kernels", action="store_true",
+                        help="train with crysk's fused C++ CPU kernels (built first, outside the timing)")
     args = parser.parse_args()
+    build = 0.0
+    if args.cpu_kernels:
+        from crysk.nn import cpu_kernels
+
+        t = time.perf_counter()
+        cpu_kernels.enable()
+        build = time.perf_counter() - t
     warnings.simplefilter("ignore")
     world = 1
     if "RANK" in os.environ:  # launched by torchrun
@@ -82,13 +92,15 @@ def main() -> None:
     )
     model.fit(graphs, y)
     if rank == 0:
-        report(args, graphs, skipped, model, featurize, before_fit, world)
+        report(args, graphs, skipped, model, featurize, before_fit, world, build)
     if world > 1:
         dist.destroy_process_group()
 
 
-def report(args, graphs, skipped, model, featurize: float, before_fit: float, world: int) -> None:
+def report(args, graphs, skipped, model, featurize: float, before_fit: float, world: int, build: float) -> None:
     """Print the run's figures (rank 0 only under torchrun)."""
+    if args.cpu_kernels:
+        print(f"crysk CPU kernels: on (built or loaded from the cache in {build:.1f} s)")
     durations = [row["dur"] for row in model.history]
     rates = [len(graphs) / d for d in durations]
     steady = float(np.mean(rates[1:])) if len(rates) > 1 else rates[0]
@@ -102,7 +114,8 @@ def report(args, graphs, skipped, model, featurize: float, before_fit: float, wo
         # the first epoch pays the compilation (and the warm-up both runs pay)
         print(f"compiled: first epoch {durations[0]:.1f} s vs {np.mean(durations[1:]):.1f} s later "
               f"(compilation ~{durations[0] - np.mean(durations[1:]):.0f} s)")
-    print(f"peak RSS: {peak_rss_mb():,.0f} MB (RSS before training: {before_fit:,.0f} MB)")
+    print(f"peak RSS: {peak_rss_mb():,.0f} MB (RSS before training: {before_fit:,.0f} MB); "
+          f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.device.startswith("cuda"):
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB")
 

@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 
 from crysk import CGCNNRegressor
 from crysk.distributed import shard_rows
+from crysk.nn import cpu_kernels
 from crysk.estimators.data import GraphBatchIterator
 
 PARAMS = dict(
@@ -42,6 +43,7 @@ def _worker(rank, world, port, graphs, y, out):
         np.save(os.path.join(out, f"weights{rank}.npy"), _flat_weights(model))
         model.save_pretrained(os.path.join(out, f"rank{rank}.pt"))
         np.save(os.path.join(out, f"steps{rank}.npy"), np.array(len(model.history[-1]["batches"])))
+        np.save(os.path.join(out, f"kernels{rank}.npy"), np.array(cpu_kernels._module is not None))
     finally:
         dist.destroy_process_group()
 
@@ -52,13 +54,23 @@ def data(eform_graphs):
     return graphs[:50], y[:50]
 
 
-def test_two_ranks_with_batch_b_match_one_process_with_batch_2b(tmp_path, data):
+@pytest.mark.parametrize("kernels", [False, True], ids=["torch-kernels", "cpu-kernels"])
+def test_two_ranks_with_batch_b_match_one_process_with_batch_2b(tmp_path, data, kernels, monkeypatch):
+    """Also with crysk's fused CPU kernels, whose batch-norm sums are all-reduced between their passes."""
     graphs, y = data
+    monkeypatch.setattr(cpu_kernels, "_switch", None)  # the spawned ranks and this process read the variable
+    monkeypatch.setenv(cpu_kernels.ENV_VAR, "1" if kernels else "0")
+    if kernels:
+        try:
+            cpu_kernels.build()
+        except RuntimeError as exc:
+            pytest.skip(str(exc))
     mp.spawn(_worker, args=(2, _free_port(), graphs, y, str(tmp_path)), nprocs=2, join=True)
     load = lambda name: np.load(tmp_path / name)  # noqa: E731
     # the ranks end with the same model
     np.testing.assert_array_equal(load("pred0.npy"), load("pred1.npy"))
     np.testing.assert_array_equal(load("weights0.npy"), load("weights1.npy"))
+    assert bool(load("kernels0.npy")) == bool(load("kernels1.npy")) == kernels
     # Stated tolerance: batch-norm statistics summed over the ranks make each step the 1-process step on the
     # global batch up to float32 rounding (other summation orders, plain ops instead of fused kernels), which
     # 8 steps amplify a little: predictions within 1e-4 eV/atom, weights within 1e-3 of how far they moved.

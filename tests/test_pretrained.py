@@ -311,6 +311,7 @@ def test_installed_wheel_finds_its_models(small_model, tmp_path):
     expected = {"wheel-model", *SHIPPED}
     for name in expected:
         assert f"crysk/pretrained/{name}.pt" in names and f"crysk/pretrained/{name}.json" in names
+    assert "crysk/nn/_cpu_kernels.cpp" in names  # the fused CPU kernels' source, built on first use
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, timeout=600)
