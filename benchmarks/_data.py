@@ -60,6 +60,8 @@ def save_resume_point(net, path: Path, epoch: int, best_score: float) -> None:
     payload = crysk_payload(type(net).__name__, plain_params(net), net.module_.state_dict(), net.graph_settings,
                             epoch, net._checkpoint_state())
     payload["best_score"] = best_score
+    # Adam's moments too: a resumed piece then continues the run instead of restarting them from zero
+    payload["optimizer_state"] = net.optimizer_.state_dict()["state"]
     save_checkpoint(path, payload)
 
 

@@ -112,3 +112,27 @@ def test_resume_refuses_a_checkpoint_of_another_model(data, tmp_path):
     )
     with pytest.raises(CheckpointError, match="cannot resume a CGCNNRegressor.*warm_start_from"):
         CGCNNRegressor(**FAST, max_epochs=2).fit(g, y, resume_from=path)
+
+
+def _adam_steps(model) -> set[int]:
+    return {int(s["step"]) for s in model.optimizer_.state.values()}
+
+
+def test_resume_with_the_optimizer_state_continues_adams_moments(data, tmp_path):
+    g, y = data
+    params = dict(**FAST, max_epochs=6, optimizer="adam", lr=0.003)
+    first = CGCNNRegressor(**params, callbacks=[("stop", InterruptAfter(3))]).fit(g, y)
+    (steps,) = _adam_steps(first)  # one Adam step per batch
+    per_epoch = sum("train_loss" in b for b in first.history[-1]["batches"])
+    assert steps == 3 * per_epoch
+    with_state = first.save_pretrained(tmp_path / "with.pt", include_optimizer=True)
+    weights_only = first.save_pretrained(tmp_path / "weights.pt")
+    assert with_state.stat().st_size > 2 * weights_only.stat().st_size  # the moments: twice the weights
+    resumed = CGCNNRegressor(**params).fit(g, y, resume_from=with_state)
+    n_resumed = len(resumed.history)
+    assert [row["epoch"] for row in resumed.history] == list(range(7 - n_resumed, 7))
+    assert _adam_steps(resumed) == {steps + per_epoch * n_resumed}  # the moments went on from there
+    restarted = CGCNNRegressor(**params).fit(g, y, resume_from=weights_only)
+    assert _adam_steps(restarted) == {per_epoch * n_resumed}  # weights only: the moments started again from zero
+    # the learning rate stays the new fit's, not the one stored with the state
+    assert resumed.optimizer_.param_groups[0]["lr"] == pytest.approx(0.003)

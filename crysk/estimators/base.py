@@ -505,7 +505,7 @@ n_threads, device, random_state, verbose
             )
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, path: Any) -> Path:
+    def save_pretrained(self, path: Any, include_optimizer: bool = False) -> Path:
         """Save weights, hyperparameters, featurizer settings and target scaler.
 
         The file is written atomically and loads with
@@ -516,6 +516,11 @@ n_threads, device, random_state, verbose
         ----------
         path : str or os.PathLike
             The file to write (its folder is created if needed).
+        include_optimizer : bool, default=False
+            Also keep the optimiser's per-parameter state (Adam's moments:
+            about twice the weights' size), so that ``fit(..., resume_from=path)``
+            continues as if uninterrupted instead of restarting the moments
+            from zero. Not needed for prediction or warm starts.
 
         Returns
         -------
@@ -534,6 +539,8 @@ n_threads, device, random_state, verbose
         )
         # with best_epoch, what fit(resume_from=...) needs to continue the run
         payload["best_score"] = self._best_score()
+        if include_optimizer:
+            payload["optimizer_state"] = self.optimizer_.state_dict()["state"]
         return save_checkpoint(path, payload)
 
     def _checkpoint_state(self) -> dict:

@@ -275,7 +275,7 @@ class ResumeState:
 
     Parameters
     ----------
-    path, epochs_done, best_score, state_dict
+    path, epochs_done, best_score, state_dict, optimizer_state
         As the attributes of the same names.
 
     Attributes
@@ -288,12 +288,17 @@ class ResumeState:
         Its validation score (``inf`` when unknown, so any epoch improves).
     state_dict : dict
         Its weights.
+    optimizer_state : dict or None
+        The optimiser's per-parameter state (Adam's moments, SGD's momentum
+        buffers) when the checkpoint holds it (``save_pretrained(...,
+        include_optimizer=True)``), else ``None``.
     """
 
     path: str
     epochs_done: int
     best_score: float
     state_dict: dict
+    optimizer_state: dict | None = None
 
 
 def read_resume_state(net, path) -> ResumeState:
@@ -335,7 +340,28 @@ def read_resume_state(net, path) -> ResumeState:
     if done is None:
         raise CheckpointError(f"{source.description} does not record its epoch, so a fit cannot resume from it")
     score = ckpt.get("best_score")
-    return ResumeState(str(path), int(done), math.inf if score is None else float(score), dict(source.state_dict))
+    return ResumeState(str(path), int(done), math.inf if score is None else float(score), dict(source.state_dict),
+                       ckpt.get("optimizer_state"))
+
+
+def _restore_optimizer_state(net, state: ResumeState) -> None:
+    """Give ``net``'s optimiser the saved per-parameter state, keeping its own learning rates and options.
+
+    Without it a resumed Adam starts with zero moments, and its first steps after the restart are as large
+    as a fresh run's: the training loss of a CrysAE jumped from 1.06 to 1.37 at a restart. Only ``state`` is
+    taken; the parameter groups (learning rate, which the schedule sets) stay the new fit's.
+    """
+    optimizer = net.optimizer_
+    current = optimizer.state_dict()
+    try:
+        optimizer.load_state_dict({"state": state.optimizer_state, "param_groups": current["param_groups"]})
+    except (ValueError, KeyError, RuntimeError) as exc:
+        optimizer.load_state_dict(current)
+        warnings.warn(
+            f"the optimiser state in {state.path} does not fit this fit's optimiser ({exc}); it starts afresh "
+            "(resumed with the checkpoint's weights only)",
+            UserWarning, stacklevel=2,
+        )
 
 
 class ResumeSchedule(Callback):
@@ -354,6 +380,8 @@ class ResumeSchedule(Callback):
         self.improved_ = False
         if self.state_ is None:
             return
+        if self.state_.optimizer_state is not None:
+            _restore_optimizer_state(net, self.state_)
         scheduler = getattr(dict(net.callbacks_).get("lr_scheduler"), "lr_scheduler_", None)
         if scheduler is not None:
             with warnings.catch_warnings():
