@@ -359,7 +359,10 @@ def _train(model: str, run_dir: Path, state: Path, args, deadline: float | None)
         return
     import torch
 
+    from crysk.nn import cpu_kernels
+
     piece["torch_threads"] = torch.get_num_threads()
+    piece["cpu_kernels"] = cpu_kernels.enabled()  # crysk's fused C++ kernels: speed only, same function
     # recorded before training, so that a piece that is killed (not stopped by its time budget) still lists
     # its command; its epochs and their times are in history.csv either way
     run["pieces"].append(piece)
