@@ -249,6 +249,28 @@ def _fused_forward(kernels, z, g, pair, fc_bias, edge_fea, w_edge, edge_dst, wei
     return summed, mean, invstd, n_total
 
 
+def _bn_backward_coefficients(ctx, grad_weight, grad_bias, weight, mean, invstd) -> tuple:
+    """Per-channel ``a, b, c0`` of batch norm's input gradient ``dz = dy * a + c0 - z * b``.
+
+    From the channel sums ``grad_weight = sum(dy * xhat)`` and ``grad_bias = sum(dy)``:
+    ``dz = (dy - sum_dy / N - (z - mean) * k) * invstd * w`` with ``k = sum(dy * xhat) * invstd / N``.
+    """
+    sum_dy_xhat, sum_dy = grad_weight, grad_bias
+    if ctx.synced:
+        # every rank's loss depends on this rank's rows through the global statistics: the sums are
+        # over the global batch (the parameters' own gradients stay this rank's; DDP averages them)
+        import torch.distributed as dist
+
+        both = torch.cat([grad_weight, grad_bias])
+        dist.all_reduce(both)
+        sum_dy_xhat, sum_dy = both.chunk(2)
+    n = ctx.n_total
+    a = invstd * weight
+    b = sum_dy_xhat * invstd / n * a
+    c0 = mean * b - sum_dy / n * a
+    return a, b, c0
+
+
 def _fused_backward(ctx, grad: torch.Tensor) -> tuple:
     """:class:`_EdgeConv`'s backward pass with the fused CPU kernels: two passes over the per-edge rows.
 
@@ -265,17 +287,7 @@ def _fused_backward(ctx, grad: torch.Tensor) -> tuple:
     dy = grad_z = gates
     centre_sums = None
     if any(needs[:4]):
-        sum_dy_xhat, sum_dy = grad_weight, grad_bias
-        if ctx.synced:
-            import torch.distributed as dist
-
-            both = torch.cat([grad_weight, grad_bias])
-            dist.all_reduce(both)
-            sum_dy_xhat, sum_dy = both.chunk(2)
-        n = ctx.n_total
-        a = invstd * weight
-        b = sum_dy_xhat * invstd / n * a
-        c0 = mean * b - sum_dy / n * a
+        a, b, c0 = _bn_backward_coefficients(ctx, grad_weight, grad_bias, weight, mean, invstd)
         centre_sums = kernels.bn_backward_apply(dy, z, a.contiguous(), b.contiguous(), c0.contiguous(), degree)
     return _input_grads(needs, grad_z, centre_sums, edge_fea, w_edge, edge_src, edge_dst, degree, len(grad)) + (
         grad_weight, grad_bias, None, None, None, None, None, None, None)
@@ -458,19 +470,7 @@ class _EdgeConv(torch.autograd.Function):
         grad_weight, grad_bias = (torch.cat(s) for s in zip(*sums))
         grad_z = dy
         if any(needs[:4]):
-            sum_dy_xhat, sum_dy = grad_weight, grad_bias
-            if ctx.synced:
-                # every rank's loss depends on this rank's rows through the global statistics: the sums are
-                # over the global batch (the parameters' own gradients stay this rank's; DDP averages them)
-                import torch.distributed as dist
-
-                both = torch.cat([grad_weight, grad_bias])
-                dist.all_reduce(both)
-                sum_dy_xhat, sum_dy = both.chunk(2)
-            n = ctx.n_total
-            a = invstd * weight
-            b = sum_dy_xhat * invstd / n * a  # k * a, as sum(dy * xhat) = dotp * invstd
-            c0 = (mean * b) - sum_dy / n * a
+            a, b, c0 = _bn_backward_coefficients(ctx, grad_weight, grad_bias, weight, mean, invstd)
             torch.addcmul(c0.view(2, 1, d), dy, a.view(2, 1, d), out=grad_z).addcmul_(z, b.view(2, 1, d), value=-1)
         return _input_grads(needs, grad_z, None, edge_fea, w_edge, edge_src, edge_dst, degree, n_atoms) + (
             grad_weight, grad_bias, None, None, None, None, None, None, None)
