@@ -68,3 +68,24 @@ def test_gpu_check_runs_its_cpu_path(tmp_path):
     assert report["parity"]["max_prediction_difference"] == 0 and report["parity"]["step_difference_relative"] == 0
     assert report["featurize"]["graphs"] > 590 and report["throughput"]["steady_graphs_per_s"] > 0
     assert "| train CGCNN defaults" in result.stdout
+
+
+def test_cpu_kernels_stay_off_off_the_cpu(eform_graphs, monkeypatch):
+    """crysk's fused C++ kernels, switched on, are not called by a step on another device."""
+    import types
+
+    from crysk.nn import cpu_kernels
+
+    def refuse(*args):
+        raise AssertionError("a CPU kernel was called off the CPU")
+
+    monkeypatch.setattr(cpu_kernels, "_module", types.SimpleNamespace(
+        edge_pre_stats=refuse, gate_forward=refuse, gate_backward_sums=refuse, bn_backward_apply=refuse))
+    monkeypatch.setattr(cpu_kernels, "_switch", True)
+    batch = GraphTensors(eform_graphs[0][:20], "meta").batch(np.array([4, 0, 11, 7]))
+    model = CGCNN(atom_fea_len=16, n_conv=2, h_fea_len=16).to("meta").train()
+    model(**batch).sum().backward()
+    # and on the CPU the same switch does call them (so the stub above would have caught a call)
+    cpu = GraphTensors(eform_graphs[0][:20], "cpu").batch(np.array([4, 0, 11, 7]))
+    with pytest.raises(AssertionError, match="a CPU kernel was called"):
+        CGCNN(atom_fea_len=16, n_conv=2, h_fea_len=16).train()(**cpu).sum().backward()
