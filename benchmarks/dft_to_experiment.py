@@ -54,6 +54,10 @@ Commands::
     python benchmarks/dft_to_experiment.py                    # full protocol (see RESULTS.md for the time)
     python benchmarks/dft_to_experiment.py --fractions 0.2 0.5 0.8
     python benchmarks/dft_to_experiment.py --device cuda
+    python benchmarks/dft_to_experiment.py --no-crysae-rows   # every row but the two CrysXPP (CrysAE) ones
+
+``--no-crysae-rows`` runs the table while the CrysAE is still training elsewhere: its fits go into the same
+cache, so the full run afterwards fits only the two CrysAE rows.
 
 Every finished fit is appended to ``benchmarks/results/dft_to_experiment_fits.csv``
 (:func:`crysk.evaluation.compare` with ``cache=``), so a rerun skips what is
@@ -175,11 +179,13 @@ def shipped_crysae(source: str) -> Path | None:
     return None if found is None else found[1]
 
 
-def pretrain_all(graphs, y, args, tag: str, cgcnn: Path | None = None, crysae: Path | None = None) -> dict[str, Path]:
+def pretrain_all(graphs, y, args, tag: str, cgcnn: Path | None = None, crysae: Path | None = None,
+                 with_crysae: bool = True) -> dict[str, Path]:
     """The DFT models (and the CrysAE they start from), trained once and cached.
 
     ``cgcnn``, ``crysae``: a DFT CGCNN (the shipped ``cgcnn-mp-eform``) or a CrysAE (``crysae-mp``) trained
-    elsewhere, used instead of training one here.
+    elsewhere, used instead of training one here. ``with_crysae=False`` stops before the CrysAE and the
+    CrysXPP started from it.
     """
     PRETRAINED.mkdir(parents=True, exist_ok=True)
     b, e = args.pretrain_batch_size, args.pretrain_epochs
@@ -206,6 +212,8 @@ def pretrain_all(graphs, y, args, tag: str, cgcnn: Path | None = None, crysae: P
     # CrysXPP from scratch before the CrysAE: it needs nothing else, so a run stopped while waiting for (or
     # training) the autoencoder has already banked it
     run("crysxpp", lambda **kw: CrysXPPRegressor(**common, **kw), y, e)
+    if not with_crysae:
+        return paths
     if crysae is not None:
         print(f"  CrysAE: {crysae} (pretrained model)", flush=True)
         paths["crysae"] = crysae
@@ -236,8 +244,10 @@ def estimators(args, ckpt: dict[str, Path], dft: dict, dft_models: dict[str, dic
         "CGCNN DFT -> exp": CGCNNRegressor(h_fea_len=128, warm_start_from=str(ckpt["cgcnn"]), **tuned),
         "CrysXPP on DFT only": ResidualRegressor(zero, baseline=dft_models["crysxpp"]),
         "CrysXPP DFT -> exp": CrysXPPRegressor(warm_start_from=str(ckpt["crysxpp"]), **tuned),
-        "CrysXPP (CrysAE) on DFT only": ResidualRegressor(zero, baseline=dft_models["crysxpp+ae"]),
-        "CrysXPP (CrysAE) DFT -> exp": CrysXPPRegressor(warm_start_from=str(ckpt["crysxpp+ae"]), **tuned),
+        **({
+            "CrysXPP (CrysAE) on DFT only": ResidualRegressor(zero, baseline=dft_models["crysxpp+ae"]),
+            "CrysXPP (CrysAE) DFT -> exp": CrysXPPRegressor(warm_start_from=str(ckpt["crysxpp+ae"]), **tuned),
+        } if "crysxpp+ae" in ckpt else {}),
         "DFT + CGCNN correction (scratch)": ResidualRegressor(CGCNNRegressor(**net), baseline=dft),
         "DFT + CGCNN correction (from DFT model)": ResidualRegressor(
             CGCNNRegressor(h_fea_len=64, warm_start_from=str(ckpt["cgcnn"]), **tuned), baseline=dft
@@ -309,6 +319,9 @@ def main() -> None:
                         help="the CrysAE behind the CrysXPP (CrysAE) rows (full mode): 'auto' takes the pretrained "
                              "crysae-mp when installed, else trains one here on the DFT crystals; a pretrained "
                              "model's name; 'none' always trains one here")
+    parser.add_argument("--no-crysae-rows", action="store_true",
+                        help="leave out the two CrysXPP (CrysAE) rows and their pretraining (their fits are cached "
+                             "like the others, so a later full run adds just these)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-jobs", type=int, default=2, help="featurizer processes")
     args = parser.parse_args()
@@ -319,6 +332,8 @@ def main() -> None:
             setattr(args, key, value)
     if args.fractions != [0.2]:
         changed["fractions"] = args.fractions
+    if args.no_crysae_rows:
+        changed["rows"] = "all but CrysXPP (CrysAE)"
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     t0 = time.perf_counter()
@@ -349,7 +364,8 @@ def main() -> None:
     # ---------------------------------------------------------------- pretraining on DFT
     ckpt = pretrain_all(pre_graphs, pre_y, args, "quick" if args.quick else "full",
                         cgcnn=None if args.quick else shipped_dft_cgcnn(args.dft_cgcnn, exp.ids),
-                        crysae=None if args.quick else shipped_crysae(args.crysae))
+                        crysae=None if args.quick or args.no_crysae_rows else shipped_crysae(args.crysae),
+                        with_crysae=not args.no_crysae_rows)
     del pre_graphs
     # the DFT models' predictions for the measured crystals, as fixed per-id baselines
     dft_models = {name: dict(zip(exp.ids, load(path).predict(graphs).tolist()))
@@ -377,7 +393,7 @@ def main() -> None:
     suffix = ("_quick" if args.quick else "") + ("_custom" if changed else "")
     mode = ("quick" if args.quick else "full") + (f" mode, changed: {changed}" if changed else " mode")
     taken = {name: ckpt[key] for name, key in (("DFT CGCNN", "cgcnn"), ("CrysAE", "crysae"))
-             if not str(ckpt[key]).startswith(str(PRETRAINED))}
+             if key in ckpt and not str(ckpt[key]).startswith(str(PRETRAINED))}
     sources = "".join(f"; {name}: the pretrained {Path(path).stem} instead" for name, path in taken.items())
     header = (
         f"# DFT -> experiment (CrysXPP Table 3 protocol, {mode})\n\n"
