@@ -58,7 +58,9 @@ def bilinear(x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, bias: tor
     """
     n_out, d1, d2 = weight.shape
     left = (x1 @ weight.permute(1, 0, 2).reshape(d1, n_out * d2)).view(len(x1), n_out, d2)
-    out = torch.bmm(left, x2.unsqueeze(2)).squeeze(2)
+    # a broadcast product and a sum, not bmm: the backward of bmm(left, x2[:, :, None]) is a batched outer
+    # product that torch's CPU bmm runs as n tiny matrix products, 1.4-2x slower for the whole function
+    out = (left * x2.unsqueeze(1)).sum(2)
     return out if bias is None else out + bias
 
 
