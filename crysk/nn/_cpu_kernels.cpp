@@ -210,44 +210,70 @@ torch::Tensor gate_backward_sums(torch::Tensor grad, torch::Tensor g, torch::Ten
   return out;
 }
 
-// Batch norm's backward applied in place, dy -> dz = dy * a + c0 - z * b per channel ((2d) each), and dz summed
-// over each atom's edges into the centre atoms: (A, 2d), [filter | core].
+// Batch norm's backward applied in place, dy -> dz = dy * a + c0 - z * b per channel ((2d) each), and the
+// gradient of the atoms' products: (A, 4d), [centre filter | centre core | nbr filter | nbr core], dz summed
+// over each atom's own edges (centre) and over the edges whose neighbour it is (edge_dst). The neighbour sums
+// scatter to arbitrary atoms, so each thread adds into its own (A, 2d) buffer, summed at the end: a small
+// pass over A rows instead of torch's index_add_ over all E rows again.
 torch::Tensor bn_backward_apply(torch::Tensor dy, torch::Tensor z, torch::Tensor a_, torch::Tensor b_,
-                                torch::Tensor c_, int64_t degree) {
+                                torch::Tensor c_, torch::Tensor edge_dst, int64_t degree) {
   check_edges(z, degree);
   check(dy, "dy");
   check(a_, "a");
   check(b_, "b");
   check(c_, "c");
-  const int64_t E = z.size(1), d = z.size(2), A = E / degree;
-  TORCH_CHECK(dy.sizes() == z.sizes() && a_.numel() == 2 * d && b_.numel() == 2 * d && c_.numel() == 2 * d,
-              "shapes differ");
+  TORCH_CHECK(edge_dst.scalar_type() == torch::kInt64 && edge_dst.is_contiguous(), "edge_dst must be int64");
+  const int64_t E = z.size(1), d = z.size(2), A = E / degree, w = 2 * d;
+  TORCH_CHECK(dy.sizes() == z.sizes() && a_.numel() == w && b_.numel() == w && c_.numel() == w, "shapes differ");
+  TORCH_CHECK(edge_dst.numel() == E, "edge_dst has the wrong length");
   float* dp = dy.data_ptr<float>();
   const float* zp = z.data_ptr<float>();
   const float* av = a_.data_ptr<float>();
   const float* bv = b_.data_ptr<float>();
   const float* cv = c_.data_ptr<float>();
-  auto out = torch::empty({A, 2 * d}, z.options());
+  const int64_t* dst = edge_dst.data_ptr<int64_t>();
+  const int64_t nt = at::get_num_threads();
+  auto nbr = torch::zeros({nt, A, w}, z.options());
+  float* np_ = nbr.data_ptr<float>();
+  auto out = torch::empty({A, 2 * w}, z.options());
   float* op = out.data_ptr<float>();
   at::parallel_for(0, A, kGrain, [&](int64_t begin, int64_t end) {
+    const int64_t t = at::get_thread_num();
+    TORCH_CHECK(t >= 0 && t < nt, "unexpected thread number");
+    float* mine = np_ + t * A * w;
     for (int64_t a = begin; a < end; ++a) {
       for (int64_t h = 0; h < 2; ++h) {
-        float* acc = op + a * 2 * d + h * d;
+        float* acc = op + a * 2 * w + h * d;
         const float* ah = av + h * d;
         const float* bh = bv + h * d;
         const float* ch = cv + h * d;
         for (int64_t c = 0; c < d; ++c) acc[c] = 0.f;
         for (int64_t k = 0; k < degree; ++k) {
-          const int64_t e = h * E + a * degree + k;
-          float* gz = dp + e * d;
-          const float* zz = zp + e * d;
+          const int64_t e = a * degree + k, j = dst[e];
+          TORCH_CHECK(j >= 0 && j < A, "edge_dst out of range");
+          float* gz = dp + (h * E + e) * d;
+          const float* zz = zp + (h * E + e) * d;
+          float* nb = mine + j * w + h * d;
 #pragma omp simd
           for (int64_t c = 0; c < d; ++c) {
             const float v = gz[c] * ah[c] + ch[c] - zz[c] * bh[c];
             gz[c] = v;
             acc[c] += v;
+            nb[c] += v;
           }
         }
+      }
+    }
+  });
+  // the threads' neighbour sums, into the last 2d columns
+  at::parallel_for(0, A, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t a = begin; a < end; ++a) {
+      float* dst_row = op + a * 2 * w + w;
+      for (int64_t c = 0; c < w; ++c) dst_row[c] = 0.f;
+      for (int64_t t = 0; t < nt; ++t) {
+        const float* src_row = np_ + (t * A + a) * w;
+#pragma omp simd
+        for (int64_t c = 0; c < w; ++c) dst_row[c] += src_row[c];
       }
     }
   });
@@ -258,5 +284,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("edge_pre_stats", &edge_pre_stats, "z += centre[src] + bias + nbr[dst]; channel mean and biased variance");
   m.def("gate_forward", &gate_forward, "batch-norm affine, gate values kept, gated sum into the centre atoms");
   m.def("gate_backward_sums", &gate_backward_sums, "gate backward in place, with batch norm's channel sums");
-  m.def("bn_backward_apply", &bn_backward_apply, "batch-norm backward in place, summed into the centre atoms");
+  m.def("bn_backward_apply", &bn_backward_apply, "batch-norm backward in place; gradient of the atoms' products");
 }

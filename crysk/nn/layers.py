@@ -180,26 +180,24 @@ def _global_batch_stats(local_mean, local_invstd, n_local, eps, running_mean, ru
     return mean, torch.rsqrt(var + eps), int(n_total.item())
 
 
-def _input_grads(needs, grad_z, centre_sums, edge_fea, w_edge, edge_src, edge_dst, degree, n_atoms) -> tuple:
+def _input_grads(needs, grad_z, grad_pair, edge_fea, w_edge, edge_src, edge_dst, degree, n_atoms) -> tuple:
     """Gradients of :class:`_EdgeConv`'s first six inputs from ``grad_z`` (2, n_edges, d).
 
     The formulas autograd uses for index_select and addmm, half by half, into
-    the atoms' ``[centre | nbr]``; ``centre_sums`` (n_atoms, 2d) are the
-    centre atoms' sums when the caller has them already.
+    the atoms' ``[centre | nbr]``; ``grad_pair`` (n_atoms, 4d) is that
+    gradient when the caller has it already (the fused CPU kernels).
     """
     _, _, d = grad_z.shape
-    grad_pair = grad_fc_bias = grad_edge = grad_w_edge = None
-    if needs[0] or needs[1]:
+    grad_fc_bias = grad_edge = grad_w_edge = None
+    if (needs[0] or needs[1]) and grad_pair is None:
         grad_pair = grad_z.new_empty((n_atoms, 4 * d))
-        if centre_sums is not None:
-            grad_pair[:, : 2 * d] = centre_sums
         for h in range(2):
-            if centre_sums is None:
-                # summed into contiguous rows, then copied: index_add_ into a column view runs ~3x slower
-                grad_pair[:, h * d : (h + 1) * d] = _sum_into_sources(grad_z[h], edge_src, n_atoms, degree)
+            # summed into contiguous rows, then copied: index_add_ into a column view runs ~3x slower
+            grad_pair[:, h * d : (h + 1) * d] = _sum_into_sources(grad_z[h], edge_src, n_atoms, degree)
             nbr_h = grad_z.new_zeros((n_atoms, d)).index_add_(0, edge_dst, grad_z[h])
             grad_pair[:, (2 + h) * d : (3 + h) * d] = nbr_h
-        grad_fc_bias = grad_pair[:, : 2 * d].sum(0) if needs[1] else None
+    if needs[1]:
+        grad_fc_bias = grad_pair[:, : 2 * d].sum(0)
     if needs[2]:
         grad_edge = grad_z[0].mm(w_edge[:, :d].t()).addmm_(grad_z[1], w_edge[:, d:].t())
     if needs[3]:
@@ -277,7 +275,7 @@ def _fused_backward(ctx, grad: torch.Tensor) -> tuple:
     The first turns the kept gate values into the gradient of the batch-norm
     output while summing what batch norm's backward needs per channel; the
     second applies that backward in place and sums the result into the
-    centre atoms. In a data-parallel fit the channel sums are all-reduced
+    centre and the neighbour atoms (the gradient of the atoms' products). In a data-parallel fit the channel sums are all-reduced
     between the two.
     """
     z, gates, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd = ctx.saved_tensors
@@ -285,11 +283,12 @@ def _fused_backward(ctx, grad: torch.Tensor) -> tuple:
     sums = kernels.gate_backward_sums(grad.contiguous(), gates, z, mean.contiguous(), degree)
     grad_bias, grad_weight = sums[0], sums[1] * invstd
     dy = grad_z = gates
-    centre_sums = None
+    grad_pair = None
     if any(needs[:4]):
         a, b, c0 = _bn_backward_coefficients(ctx, grad_weight, grad_bias, weight, mean, invstd)
-        centre_sums = kernels.bn_backward_apply(dy, z, a.contiguous(), b.contiguous(), c0.contiguous(), degree)
-    return _input_grads(needs, grad_z, centre_sums, edge_fea, w_edge, edge_src, edge_dst, degree, len(grad)) + (
+        grad_pair = kernels.bn_backward_apply(dy, z, a.contiguous(), b.contiguous(), c0.contiguous(),
+                                              edge_dst.contiguous(), degree)
+    return _input_grads(needs, grad_z, grad_pair, edge_fea, w_edge, edge_src, edge_dst, degree, len(grad)) + (
         grad_weight, grad_bias, None, None, None, None, None, None, None)
 
 
@@ -332,7 +331,7 @@ class _EdgeConv(torch.autograd.Function):
     With crysk's fused C++ kernels switched on (:mod:`crysk.nn.cpu_kernels`)
     and a uniform degree, the same function is computed in four passes over
     the per-edge rows instead of about fifteen (:func:`_fused_forward`,
-    :func:`_fused_backward`): 0.58-0.61x the time per layer on 2 cores
+    :func:`_fused_backward`): 0.53-0.54x the time per layer on 1 and 2 cores
     (``benchmarks/conv_layer.py --cpu-kernels --against REV``).
 
     The work is done on whole tensors. Finer slices would shrink the
