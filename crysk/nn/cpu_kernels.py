@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -72,6 +73,24 @@ def _build_name() -> str:
     return "crysk_cpu_kernels_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def _ninja_on_path() -> None:
+    """Put the ``ninja`` pip package's binary on ``PATH`` when no ``ninja`` is there.
+
+    torch's builder runs ``ninja`` from ``PATH``; a virtual environment used
+    without activating it has the pip package's binary installed but not on
+    ``PATH``.
+    """
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    bin_dir = getattr(ninja, "BIN_DIR", None)
+    if bin_dir and os.path.isdir(bin_dir):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
 def build(verbose: bool = False) -> ModuleType:
     """Compile (or load the cached build of) the kernels for this machine and return the extension module.
 
@@ -100,6 +119,7 @@ def build(verbose: bool = False) -> ModuleType:
         try:
             from torch.utils.cpp_extension import load
 
+            _ninja_on_path()
             _module = load(
                 name=_build_name(), sources=[str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
                 verbose=verbose,
