@@ -171,13 +171,24 @@ def test_compare_with_crystal_graphs_and_a_plain_splitter(eform_structures):
 
 
 def test_compare_passes_validation_to_cgcnn(eform_structures):
+    from crysk import DeepEnsemble
+    from crysk.correction import ResidualRegressor
+
     assert accepts_validation(CGCNNRegressor()) and not accepts_validation(DummyRegressor())
+    # an ensemble of networks hands the validation set to its members, so it takes one too (it was merged
+    # into training before, and each member split off its own)
+    assert accepts_validation(DeepEnsemble(CGCNNRegressor()))
+    assert accepts_validation(ResidualRegressor(DeepEnsemble(CGCNNRegressor()), baseline={}))
+    assert not accepts_validation(DeepEnsemble(DummyRegressor()))
     structures, y, _ = eform_structures
     graphs = CrystalGraphFeaturizer().transform(structures[:70])
     fast = CGCNNRegressor(atom_fea_len=8, n_conv=1, h_fea_len=8, batch_size=32, max_epochs=2, random_state=0)
     res = compare({"cgcnn": fast}, graphs, y[:70], RepeatedSubsample(40, 10, 20, n_trials=1, random_state=0))
     row = res.iloc[0]
     assert row.n_train == 40 and row.n_val == 10 and np.isfinite(row.val_mae) and np.isfinite(row.test_mae)
+    ens = compare({"ensemble": DeepEnsemble(fast, n_members=2, random_state=0)}, graphs, y[:70],
+                  RepeatedSubsample(40, 10, 20, n_trials=1, random_state=0)).iloc[0]
+    assert ens.n_train == 40 and ens.n_val == 10 and np.isfinite(ens.val_mae)
 
 
 FAIL_AT: list = []  # first training position that interrupts FailsOnTrial (not a parameter: not in the key)

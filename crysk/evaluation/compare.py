@@ -23,9 +23,11 @@ __all__ = ["accepts_validation", "compare"]
 def accepts_validation(estimator: BaseEstimator) -> bool:
     """Whether ``estimator.fit`` takes an explicit validation set.
 
-    True when ``fit`` has ``X_valid`` and ``y_valid`` parameters, or for
+    True when ``fit`` has ``X_valid`` and ``y_valid`` parameters, for
     crysk's graph-network estimators (whose ``fit`` takes them as keyword
-    arguments). Pipelines and meta-estimators count as not accepting one.
+    arguments), and for a :class:`~crysk.DeepEnsemble` of such estimators
+    (it hands the validation set to every member). Pipelines and other
+    meta-estimators count as not accepting one.
 
     Parameters
     ----------
@@ -42,8 +44,11 @@ def accepts_validation(estimator: BaseEstimator) -> bool:
         return False
     if "X_valid" in params and "y_valid" in params:
         return True
+    from ..ensemble import DeepEnsemble
     from ..estimators.regressor import CrystalNetRegressor
 
+    if isinstance(estimator, DeepEnsemble):
+        return accepts_validation(estimator.estimator)
     return isinstance(estimator, CrystalNetRegressor)
 
 
