@@ -26,6 +26,7 @@ inference and GPU steps use torch's kernels as before.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -73,22 +74,34 @@ def _build_name() -> str:
     return "crysk_cpu_kernels_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _ninja_on_path() -> None:
-    """Put the ``ninja`` pip package's binary on ``PATH`` when no ``ninja`` is there.
+@contextlib.contextmanager
+def _ninja_on_path():
+    """Within the block, the ``ninja`` pip package's binary is on ``PATH`` if no ``ninja`` was.
 
     torch's builder runs ``ninja`` from ``PATH``; a virtual environment used
     without activating it has the pip package's binary installed but not on
-    ``PATH``.
+    ``PATH``. The process's ``PATH`` is restored afterwards.
     """
-    if shutil.which("ninja"):
+    bin_dir = None
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+
+            bin_dir = getattr(ninja, "BIN_DIR", None)
+        except ImportError:
+            pass
+    if not bin_dir or not os.path.isdir(bin_dir):
+        yield
         return
+    before = os.environ.get("PATH")
+    os.environ["PATH"] = bin_dir + os.pathsep + (before or "")
     try:
-        import ninja
-    except ImportError:
-        return
-    bin_dir = getattr(ninja, "BIN_DIR", None)
-    if bin_dir and os.path.isdir(bin_dir):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = before
 
 
 def build(verbose: bool = False) -> ModuleType:
@@ -119,11 +132,11 @@ def build(verbose: bool = False) -> ModuleType:
         try:
             from torch.utils.cpp_extension import load
 
-            _ninja_on_path()
-            _module = load(
-                name=_build_name(), sources=[str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
-                verbose=verbose,
-            )
+            with _ninja_on_path():
+                _module = load(
+                    name=_build_name(), sources=[str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS,
+                    verbose=verbose,
+                )
         except Exception as exc:  # compiler, ninja or headers missing: any of torch's build errors
             _error = (
                 f"crysk's CPU kernels could not be built ({type(exc).__name__}: {str(exc).strip()[:500]}). They "

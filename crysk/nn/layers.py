@@ -275,8 +275,8 @@ def _fused_backward(ctx, grad: torch.Tensor) -> tuple:
     The first turns the kept gate values into the gradient of the batch-norm
     output while summing what batch norm's backward needs per channel; the
     second applies that backward in place and sums the result into the
-    centre and the neighbour atoms (the gradient of the atoms' products). In a data-parallel fit the channel sums are all-reduced
-    between the two.
+    centre and the neighbour atoms (the gradient of the atoms' products).
+    In a data-parallel fit the channel sums are all-reduced between the two.
     """
     z, gates, edge_fea, w_edge, edge_src, edge_dst, weight, bias, mean, invstd = ctx.saved_tensors
     kernels, degree, needs = ctx.kernels, ctx.degree, ctx.needs_input_grad
