@@ -28,6 +28,15 @@ State (``--state-dir``, default ``$CRYSK_ZOO_DIR`` or ``benchmarks/results/zoo``
   itself) and whether the run is done. The card's ``wall_time_s`` is the sum of the history's epoch
   times, which counts every piece, killed ones too.
 
+The state folder is git-ignored and stays on its machine; ``benchmarks/carry.py save`` copies the small files
+of every unshipped run (``last.pt``, ``best.pt``, ``history.csv``, ``run.json``) into the tracked
+``benchmarks/carry/`` and ``benchmarks/carry.py restore`` puts them back on a fresh machine, where the next piece
+resumes from them (the graphs are featurized again, about two minutes).
+
+A piece that diverges (NaN loss, :class:`crysk.estimators.NonFiniteLossError`) goes on at once from the last
+finished epoch with the learning rate halved for the rest of the run (``lr_scale`` in ``run.json`` and the
+card; every divergence is listed there), at most three times.
+
 Each piece resumes after the last finished epoch (``fit(resume_from=last.pt)``: the learning-rate
 schedule continues, SGD momentum and the batch order start afresh). ``--max-minutes`` stops a piece
 cleanly at the end of the last epoch that fits in the budget, so the run can go on across sessions;
@@ -324,9 +333,15 @@ def train(model: str, state: Path, args, deadline: float | None) -> None:
         (run_dir / "lock").unlink(missing_ok=True)
 
 
+#: a diverged run (NaN loss) resumes from its last finished epoch with the learning rate times this ...
+DIVERGENCE_LR_FACTOR = 0.5
+#: ... at most this many times
+MAX_DIVERGENCES = 3
+
+
 def _train(model: str, run_dir: Path, state: Path, args, deadline: float | None) -> None:
     from crysk.checkpoints import load_checkpoint
-    from crysk.estimators import SaveBestCheckpoint
+    from crysk.estimators import NonFiniteLossError, SaveBestCheckpoint
 
     run = read_run(run_dir)
     epochs = args.epochs or MODELS[model]["epochs"]
@@ -350,9 +365,11 @@ def _train(model: str, run_dir: Path, state: Path, args, deadline: float | None)
     callbacks = [("save_best", SaveBestCheckpoint(run_dir / "best.pt")),
                  ("zoo_epoch", epoch_callback(run_dir, deadline))]
     est = make_estimator(model, args, callbacks)
+    lr_scale = float(run.get("lr_scale", 1.0))
+    est.set_params(lr=est.lr * lr_scale)
     piece = {"start_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "after_epoch": done,
              "load_avg_start": load_avg(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-             "device": args.device, "torch_threads": None}
+             "device": args.device, "torch_threads": None, "lr": est.lr}
     t = time.perf_counter()
     if deadline is not None and time.time() > deadline:
         print(f"{model}: no time left in this piece", flush=True)
@@ -367,7 +384,25 @@ def _train(model: str, run_dir: Path, state: Path, args, deadline: float | None)
     # its command; its epochs and their times are in history.csv either way
     run["pieces"].append(piece)
     write_run(run_dir, run)
-    est.fit(X, resume_from=resume) if y is None else est.fit(X, y, resume_from=resume)
+    try:
+        est.fit(X, resume_from=resume) if y is None else est.fit(X, y, resume_from=resume)
+    except NonFiniteLossError as exc:
+        # an unattended run that diverges goes on from its last finished epoch at half the learning rate
+        # (the whole schedule scaled), at most MAX_DIVERGENCES times; the card lists every divergence
+        run.setdefault("divergences", []).append(
+            {"epoch": exc.epoch, "batch": exc.batch, "lr": exc.lr, "lr_scale_before": lr_scale,
+             "utc": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        run["lr_scale"] = lr_scale * DIVERGENCE_LR_FACTOR
+        piece.update(wall_s=round(time.perf_counter() - t, 1), diverged=str(exc), load_avg_end=load_avg())
+        write_run(run_dir, run)
+        if len(run["divergences"]) > MAX_DIVERGENCES:
+            kept = (f"the resume point after the last good epoch is {run_dir / 'last.pt'}"
+                    if (run_dir / "last.pt").exists() else "no epoch had finished")
+            raise SystemExit(f"{model}: diverged {len(run['divergences'])} times (last: {exc}); stopping: "
+                             f"{kept}") from exc
+        print(f"{model}: {exc}\n{model}: going on from the last finished epoch with the learning rate x "
+              f"{run['lr_scale']:g}", flush=True)
+        return _train(model, run_dir, state, args, deadline)
     last_epoch = int(load_checkpoint(run_dir / "last.pt")["best_epoch"]) if (run_dir / "last.pt").exists() else done
     piece.update(wall_s=round(time.perf_counter() - t, 1), epochs=last_epoch - done, until_epoch=last_epoch,
                  load_avg_end=load_avg())
@@ -488,6 +523,9 @@ def finalize(model: str, state: Path, args) -> None:
         trained_utc=run["pieces"][-1]["start_utc"],
         held_out=held_out(model, state),
         plateau=plateau,
+        # NaN losses the run recovered from (each resumed at a lower learning rate) and the final lr scale
+        divergences=run.get("divergences", []),
+        lr_scale=float(run.get("lr_scale", 1.0)),
         reference={"ids": [r["id"] for r in refs], "cif": [r["cif"] for r in refs],
                    "outputs": np.asarray(outputs, dtype=np.float64).tolist()},
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from crysk import CGCNNRegressor
+from crysk import CGCNNRegressor, CrysAE
 from crysk.nn import GraphEncoder, cpu_kernels
 from crysk.nn.layers import uniform_degree
 
@@ -99,6 +99,25 @@ def test_a_fit_with_the_kernels_matches_one_without(spy, eform_graphs, monkeypat
     before = dict(spy)
     fused.predict(graphs[:50])
     assert spy == before
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_crysae_fit_with_the_kernels_matches_one_without(spy, eform_graphs, monkeypatch, optimizer):
+    """The autoencoder's encoder takes the same fused path (crysae-mp is pretrained with it, Adam at lr 0.003)."""
+    graphs, _ = eform_graphs
+    params = dict(atom_fea_len=32, n_conv=2, max_epochs=3, batch_size=40, optimizer=optimizer,
+                  lr=0.003 if optimizer == "adam" else 0.001, validation_fraction=None, random_state=0, n_threads=1)
+    monkeypatch.setattr(cpu_kernels, "_switch", False)
+    plain = CrysAE(**params).fit(graphs[:120])
+    monkeypatch.setattr(cpu_kernels, "_switch", True)
+    fused = CrysAE(**params).fit(graphs[:120])
+    assert spy == {name: 2 * 3 * 3 for name in KERNEL_NAMES}  # 2 layers x 3 steps x 3 epochs
+    np.testing.assert_allclose(fused.history[:, "train_loss"], plain.history[:, "train_loss"], rtol=1e-3)
+    if optimizer == "sgd":
+        # not with Adam: it divides each gradient by its own size, so the convolutions' fc bias (whose gradient
+        # batch norm cancels: rounding noise on both paths) takes full-size steps in noise-given directions,
+        # which the eval-mode running means then carry into the embeddings
+        np.testing.assert_allclose(fused.transform(graphs[120:160]), plain.transform(graphs[120:160]), atol=2e-3)
 
 
 def test_batches_of_another_form_keep_torchs_kernels(spy):

@@ -326,3 +326,70 @@ def test_installed_wheel_finds_its_models(small_model, tmp_path):
     assert lines[0].startswith(str(site))
     assert set(eval(lines[1])) == expected  # noqa: S307 - our own printed list
     assert lines[2] == "CGCNNRegressor"
+
+
+# ----------------------------------------------------------------------------- benchmarks/pretrain_zoo.py
+def test_zoo_run_goes_on_at_half_the_lr_after_a_divergence(tmp_path, monkeypatch):
+    """An unattended pretraining piece that hits a NaN loss resumes from its last epoch, lr halved, and says so."""
+    import torch
+    from skorch.callbacks import Callback
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import pretrain_zoo as zoo
+
+    class PoisonEpoch2(Callback):
+        def on_epoch_begin(self, net, **kwargs):
+            if len(net.history) == 2:  # the run's epoch 2 (the first piece starts at epoch 1)
+                with torch.no_grad():
+                    next(net.module_.parameters()).view(-1)[0] = float("nan")
+
+    make = zoo.make_estimator
+
+    def diverging_first_piece(model, args, callbacks):
+        first = "lr_scale" not in zoo.read_run(args.state_dir / model)
+        return make(model, args, callbacks + ([("poison", PoisonEpoch2())] if first else []))
+
+    monkeypatch.setattr(zoo, "make_estimator", diverging_first_piece)
+    monkeypatch.setattr(sys, "argv", ["pretrain_zoo.py", "--models", "crysae-mp", "--epochs", "3", "--limit", "60",
+                                      "--state-dir", str(tmp_path)])
+    assert zoo.main() == 0
+    run = json.loads((tmp_path / "crysae-mp" / "run.json").read_text())
+    assert run["done"] and run["epochs_done"] == 3
+    assert [(d["epoch"], d["batch"]) for d in run["divergences"]] == [(2, 1)] and run["lr_scale"] == 0.5
+    assert [p["lr"] for p in run["pieces"]] == [0.003, 0.0015]  # the model's lr, then halved
+    assert [p["after_epoch"] for p in run["pieces"]] == [0, 1]  # the second piece resumed after epoch 1
+    assert "diverged" in run["pieces"][0] and "diverged" not in run["pieces"][1]
+    history = (tmp_path / "crysae-mp" / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3"]
+
+
+def test_carry_saves_and_restores_unshipped_runs_only(tmp_path, monkeypatch):
+    """benchmarks/carry.py: a run's resume point goes into the tracked folder and back onto a fresh machine."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import carry
+
+    zoo, results = tmp_path / "zoo", tmp_path / "results"
+    for model in ("crysae-mp", "cgcnn-mp-eform"):  # the second one is shipped: its run is not carried
+        (zoo / model).mkdir(parents=True)
+        for name in carry.ZOO_FILES:
+            (zoo / model / name).write_bytes(f"{model} {name}".encode())
+    (results / "pretrained").mkdir(parents=True)
+    (results / "pretrained" / "dft2exp_full_crysxpp_e100.last.pt").write_bytes(b"weights")
+    (results / "dft_to_experiment_fits.csv").write_text("fit_key,test_mae\nabc,0.1\n")
+    monkeypatch.setenv("CRYSK_ZOO_DIR", str(zoo))
+    monkeypatch.setattr(carry, "CARRY", tmp_path / "carry")
+    monkeypatch.setattr(carry, "RESULTS", results)
+
+    monkeypatch.setattr(sys, "argv", ["carry.py", "save"])
+    assert carry.main() == 0
+    saved = sorted(str(p.relative_to(tmp_path / "carry")) for p in (tmp_path / "carry").rglob("*") if p.is_file())
+    assert saved == ["results/dft_to_experiment_fits.csv", "results/pretrained/dft2exp_full_crysxpp_e100.last.pt",
+                     *(f"zoo/crysae-mp/{n}" for n in sorted(carry.ZOO_FILES))]
+
+    shutil.rmtree(zoo)  # a fresh machine
+    shutil.rmtree(results)
+    monkeypatch.setattr(sys, "argv", ["carry.py", "restore"])
+    assert carry.main() == 0
+    assert (zoo / "crysae-mp" / "last.pt").read_bytes() == b"crysae-mp last.pt"
+    assert (results / "dft_to_experiment_fits.csv").read_text().endswith("abc,0.1\n")
+    assert not (zoo / "cgcnn-mp-eform").exists()

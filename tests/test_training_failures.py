@@ -33,7 +33,8 @@ class PoisonAt(Callback):
 def test_nan_loss_stops_at_once_and_keeps_best_weights(data):
     g, y = data
     model = CGCNNRegressor(**FAST, max_epochs=10, callbacks=[("poison", PoisonAt(4))])
-    with pytest.raises(NonFiniteLossError, match=r"epoch 4, batch 1 \(lr 0\.01\).*lr ten times smaller") as info:
+    with pytest.raises(NonFiniteLossError, match=r"epoch 4, batch 1 \(lr 0\.01\).*lr ten times smaller, or "
+                       r"optimizer='adam'") as info:
         model.fit(g, y)
     assert (info.value.epoch, info.value.batch, info.value.lr) == (4, 1, 0.01)
     assert len(model.history) == 4  # stopped at once, not after 10 epochs
@@ -50,6 +51,14 @@ def test_diverging_lr_raises_before_weights_turn_nan(data):
         model.fit(g, y)
     assert info.value.epoch == 1
     assert all(torch.isfinite(p).all() for p in model.module_.parameters())
+
+
+def test_diverging_adam_fit_is_not_told_to_use_adam(data):
+    g, y = data
+    model = CGCNNRegressor(**FAST, optimizer="adam", max_epochs=3, callbacks=[("poison", PoisonAt(1))])
+    with pytest.raises(NonFiniteLossError, match="lr ten times smaller") as info:
+        model.fit(g, y)
+    assert "optimizer='adam'" not in str(info.value)
 
 
 class InterruptAfter(Callback):

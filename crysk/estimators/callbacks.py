@@ -259,10 +259,12 @@ class StopOnNonFinite(Callback):
             kept = f"the weights of the best epoch so far ({restore.best_epoch_}) are kept"
         else:
             kept = "no epoch had improved the validation score yet; the weights are those before this step"
+        # Adam is the usual cure for SGD's divergences; a diverging Adam fit needs a smaller lr only
+        adam = str(getattr(net, "optimizer", "")).lower() == "adam"
         raise NonFiniteLossError(
             f"{what} became NaN or infinite at epoch {epoch}, batch {self.batch_} (lr {lr:g}); "
             f"training stopped and {kept}. The learning rate is probably too high for these data: "
-            "try lr ten times smaller, or optimizer='adam'",
+            "try lr ten times smaller" + ("" if adam else ", or optimizer='adam'"),
             epoch, self.batch_, lr,
         )
 

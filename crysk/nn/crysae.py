@@ -45,8 +45,7 @@ def bilinear(x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, bias: tor
     Parameters
     ----------
     x1, x2 : torch.Tensor of shape (n, d1), (n, d2)
-        Second inputs, one row per pair.
-        First inputs, one row per pair.
+        First and second inputs, one row per pair.
     weight : torch.Tensor of shape (out, d1, d2)
         The bilinear form, one ``(in1, in2)`` matrix per output.
     bias : torch.Tensor of shape (out,) or None
