@@ -78,10 +78,14 @@ def test_unknown_name_lists_the_names(demo):
         crysk.load("missing/model.pt")
 
 
-@pytest.mark.skipif("cgcnn-mp-eform" in SHIPPED, reason="shipped in this checkout")
-def test_planned_but_unshipped_model_says_how_to_train_it():
+def test_planned_but_unshipped_model_says_how_to_train_it(tmp_path, monkeypatch):
+    # a package folder without the models: every planned name is then planned but not shipped
+    monkeypatch.setattr(pretrained, "_HERE", tmp_path)
+    monkeypatch.delenv(pretrained.ENV_DIRS, raising=False)
     with pytest.raises(CheckpointError, match="not shipped.*pretrain_zoo.py"):
         crysk.load("cgcnn-mp-eform")
+    assert pretrained.describe("crysae-mp")["status"] == "planned"
+    assert "cgcnn-mp-eform" not in pretrained.available()
 
 
 def test_register_validates_names(tmp_path):
