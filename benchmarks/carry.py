@@ -8,7 +8,7 @@ to go on into ``benchmarks/carry/`` (tracked) and back:
 * every ``pretrain_zoo.py`` run that is not shipped yet: ``last.pt`` (weights and optimiser state of the
   last finished epoch, the resume point), ``best.pt``, ``history.csv``, ``run.json``;
 * the DFT models of ``dft_to_experiment.py`` (``benchmarks/results/pretrained/dft2exp_*.pt``, finished or
-  partial, with their ``.last.pt`` resume points);
+  partial, with their ``.last.pt`` resume points until the model is finished);
 * the fit caches of the comparisons (``benchmarks/results/*_fits.csv``: one row per finished fit).
 
 Featurized graphs are not carried: ``pretrain_zoo.py`` makes them again from ``../shared/data`` in about
@@ -99,6 +99,11 @@ def main() -> int:
             print(f"{state:12s} {carried}")
         elif args.action == "save":
             n += copy(local, carried)
+            # a finished DFT model replaces its resume points (fit_resumable deletes them locally)
+            finished = local.with_name(local.name.replace(".partial.pt", ".pt").replace(".last.pt", ".pt"))
+            if finished != local and finished.is_file() and carried.is_file():
+                carried.unlink()
+                print(f"dropped {carried} ({finished.name} is finished)")
         elif not local.is_file() or carried.stat().st_mtime > local.stat().st_mtime:
             n += copy(carried, local)
     if args.action != "status":

@@ -397,3 +397,11 @@ def test_carry_saves_and_restores_unshipped_runs_only(tmp_path, monkeypatch):
     assert (zoo / "crysae-mp" / "last.pt").read_bytes() == b"crysae-mp last.pt"
     assert (results / "dft_to_experiment_fits.csv").read_text().endswith("abc,0.1\n")
     assert not (zoo / "cgcnn-mp-eform").exists()
+
+    # the DFT model finishes: its resume point leaves the carry folder, the finished model enters it
+    (results / "pretrained" / "dft2exp_full_crysxpp_e100.last.pt").unlink()
+    (results / "pretrained" / "dft2exp_full_crysxpp_e100.pt").write_bytes(b"final")
+    monkeypatch.setattr(sys, "argv", ["carry.py", "save"])
+    assert carry.main() == 0
+    assert sorted(p.name for p in (tmp_path / "carry" / "results" / "pretrained").iterdir()) == [
+        "dft2exp_full_crysxpp_e100.pt"]
