@@ -38,7 +38,7 @@ finished epoch with the learning rate halved for the rest of the run (``lr_scale
 card; every divergence is listed there), at most three times.
 
 Each piece resumes after the last finished epoch (``fit(resume_from=last.pt)``: the learning-rate
-schedule continues, SGD momentum and the batch order start afresh). ``--max-minutes`` stops a piece
+schedule continues and the optimiser state comes back from ``last.pt``; the batch order starts afresh). ``--max-minutes`` stops a piece
 cleanly at the end of the last epoch that fits in the budget, so the run can go on across sessions;
 killing the process loses at most the epoch in progress (files are replaced atomically). A run is
 locked by the process training it (``<model>/lock`` holds its pid), so a second piece started while
