@@ -241,7 +241,7 @@ def make_estimator(model: str, args, callbacks):
     spec = MODELS[model]
     epochs = args.epochs or spec["epochs"]
     common = dict(lr_milestones=spec["milestones"], max_epochs=epochs, validation_fraction=0.1, device=args.device,
-                  random_state=0, callbacks=callbacks)
+                  random_state=0, callbacks=callbacks, n_threads=args.n_threads)
     if spec["estimator"] == "cgcnn":
         from crysk import CGCNNRegressor
 
@@ -568,6 +568,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the whole run (default per model)")
     parser.add_argument("--limit", type=int, default=None, help="first N records of each file only (smoke tests)")
     parser.add_argument("--n-jobs", type=int, default=1, help="featurizer processes")
+    parser.add_argument("--n-threads", type=int, default=None,
+                        help="torch threads for training (default: the estimators' automatic choice, which takes "
+                             "the cores free at each epoch and may settle on 1 when featurizer processes just ended)")
     args = parser.parse_args()
     state = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
