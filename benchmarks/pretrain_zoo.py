@@ -569,8 +569,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N records of each file only (smoke tests)")
     parser.add_argument("--n-jobs", type=int, default=1, help="featurizer processes")
     parser.add_argument("--n-threads", type=int, default=None,
-                        help="torch threads for training (default: the estimators' automatic choice, which takes "
-                             "the cores free at each epoch and may settle on 1 when featurizer processes just ended)")
+                        help="torch threads for training (default: the estimators' automatic choice, the cores "
+                             "free at each epoch, at most torch's setting); pin it for a run that should own the cores")
     args = parser.parse_args()
     state = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
