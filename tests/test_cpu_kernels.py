@@ -185,3 +185,18 @@ def test_the_build_is_keyed_by_the_cpu(monkeypatch):
     monkeypatch.setattr(cpu_kernels, "_cpu_signature", lambda: "flags : avx512f")
     assert cpu_kernels._build_name() != first
     assert first.startswith("crysk_cpu_kernels_")
+
+
+def test_the_gate_stays_finite_where_sigmoid_saturates(built):
+    # batch norm's output far below -88.7 (a trained model's rare channel, seen at epoch 74 of a CrysAE on
+    # 114k crystals): exp(-f) overflows, and under -ffast-math 1 / (1 + inf) came out NaN instead of 0
+    degree, d = 2, 8
+    z = torch.linspace(-150.0, 150.0, 2 * 4 * degree * d).reshape(2, 4 * degree, d).contiguous()
+    g = torch.empty_like(z)
+    scale, shift = torch.ones(2 * d), torch.zeros(2 * d)
+    summed = built.gate_forward(z, g, scale, shift, degree)
+    sig, soft = torch.sigmoid(z[0]), torch.nn.functional.softplus(z[1])
+    assert torch.isfinite(g).all() and torch.isfinite(summed).all()
+    torch.testing.assert_close(g[0], sig, rtol=1e-5, atol=1e-30)
+    torch.testing.assert_close(g[1], soft, rtol=1e-5, atol=1e-30)
+    torch.testing.assert_close(summed, (sig * soft).view(-1, degree, d).sum(1), rtol=1e-5, atol=1e-30)

@@ -15,6 +15,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -142,8 +143,11 @@ torch::Tensor gate_forward(torch::Tensor z, torch::Tensor g, torch::Tensor scale
         for (int64_t c = 0; c < d; ++c) {
           const float f = z0[c] * sc[c] + sh[c];
           const float x = z1[c] * sc[d + c] + sh[d + c];
-          const float s = 1.f / (1.f + std::exp(-f));
-          const float sp = x > 20.f ? x : std::log1p(std::exp(x));  // torch's softplus, threshold 20
+          // -ffast-math assumes no infinities: exp(-f) must not overflow (f < -88.7 gave 1 / (1 + inf) = NaN,
+          // not 0), so its argument is capped where sigmoid is 0 in float anyway (exp(-88) = 6e-39);
+          // softplus's exp is only used below its threshold, so it is capped there
+          const float s = 1.f / (1.f + std::exp(std::min(-f, 88.f)));
+          const float sp = x > 20.f ? x : std::log1p(std::exp(std::min(x, 20.f)));  // torch's softplus, threshold 20
           g0[c] = s;
           g1[c] = sp;
           acc[c] += s * sp;
