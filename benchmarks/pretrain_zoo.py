@@ -525,6 +525,9 @@ def finalize(model: str, state: Path, args) -> None:
         plateau=plateau,
         # NaN losses the run recovered from (each resumed at a lower learning rate) and the final lr scale
         divergences=run.get("divergences", []),
+        # NaNs whose cause was found and fixed in crysk (each with its "cause"), after which the run went on
+        # from its last good epoch at the unchanged learning rate
+        divergences_fixed=run.get("divergences_fixed", []),
         lr_scale=float(run.get("lr_scale", 1.0)),
         reference={"ids": [r["id"] for r in refs], "cif": [r["cif"] for r in refs],
                    "outputs": np.asarray(outputs, dtype=np.float64).tolist()},
