@@ -35,7 +35,9 @@ resumes from them (the graphs are featurized again, about two minutes).
 
 A piece that diverges (NaN loss, :class:`crysk.estimators.NonFiniteLossError`) goes on at once from the last
 finished epoch with the learning rate halved for the rest of the run (``lr_scale`` in ``run.json`` and the
-card; every divergence is listed there), at most three times.
+card; every divergence is listed there), at most three times. If the resumed piece fails again at the same
+batch (it sees the same batches in the same order), the learning rate is not the cause and the run stops at once,
+saying so (session 15: a NaN in crysk's fused CPU kernels, since fixed).
 
 Each piece resumes after the last finished epoch (``fit(resume_from=last.pt)``: the learning-rate
 schedule continues and the optimiser state comes back from ``last.pt``; the batch order starts afresh). ``--max-minutes`` stops a piece
@@ -395,9 +397,19 @@ def _train(model: str, run_dir: Path, state: Path, args, deadline: float | None)
         run["lr_scale"] = lr_scale * DIVERGENCE_LR_FACTOR
         piece.update(wall_s=round(time.perf_counter() - t, 1), diverged=str(exc), load_avg_end=load_avg())
         write_run(run_dir, run)
+        kept = (f"the resume point after the last good epoch is {run_dir / 'last.pt'}"
+                if (run_dir / "last.pt").exists() else "no epoch had finished")
+        where = [(d["epoch"], d["batch"]) for d in run["divergences"]]
+        if len(where) > 1 and where[-1] == where[-2]:
+            # a resumed piece sees the same batches in the same order: a NaN at the same batch at half the lr
+            # comes from that batch's data or from the arithmetic (session 15: the fused CPU kernels), so
+            # lowering the lr again would only waste the retries
+            raise SystemExit(
+                f"{model}: the same batch (epoch {exc.epoch}, batch {exc.batch}) gave a NaN again at half the "
+                f"learning rate, so the learning rate is not the cause: look at that batch's crystals and at the "
+                f"arithmetic (e.g. run once with CRYSK_CPU_KERNELS unset to rule out crysk's fused CPU kernels); "
+                f"{kept}") from exc
         if len(run["divergences"]) > MAX_DIVERGENCES:
-            kept = (f"the resume point after the last good epoch is {run_dir / 'last.pt'}"
-                    if (run_dir / "last.pt").exists() else "no epoch had finished")
             raise SystemExit(f"{model}: diverged {len(run['divergences'])} times (last: {exc}); stopping: "
                              f"{kept}") from exc
         print(f"{model}: {exc}\n{model}: going on from the last finished epoch with the learning rate x "

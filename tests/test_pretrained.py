@@ -367,6 +367,31 @@ def test_zoo_run_goes_on_at_half_the_lr_after_a_divergence(tmp_path, monkeypatch
     assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3"]
 
 
+def test_zoo_run_stops_when_the_same_batch_diverges_at_half_the_lr(tmp_path, monkeypatch):
+    """A NaN that comes back at the same batch after the lr was halved is not the lr's fault: stop, say so."""
+    import torch
+    from skorch.callbacks import Callback
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import pretrain_zoo as zoo
+
+    class PoisonEpoch2(Callback):  # every piece: a bad batch does not care about the learning rate
+        def on_epoch_begin(self, net, **kwargs):
+            if len(net.history) == 1 and getattr(net, "_resume_state", None) is not None or len(net.history) == 2:
+                with torch.no_grad():
+                    next(net.module_.parameters()).view(-1)[0] = float("nan")
+
+    make = zoo.make_estimator
+    monkeypatch.setattr(zoo, "make_estimator",
+                        lambda model, args, callbacks: make(model, args, callbacks + [("p", PoisonEpoch2())]))
+    monkeypatch.setattr(sys, "argv", ["pretrain_zoo.py", "--models", "crysae-mp", "--epochs", "3", "--limit", "60",
+                                      "--state-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"same batch \(epoch 2, batch 1\).*not the cause.*CRYSK_CPU_KERNELS"):
+        zoo.main()
+    run = json.loads((tmp_path / "crysae-mp" / "run.json").read_text())
+    assert [(d["epoch"], d["batch"]) for d in run["divergences"]] == [(2, 1), (2, 1)]  # two tries, not four
+
+
 def test_carry_saves_and_restores_unshipped_runs_only(tmp_path, monkeypatch):
     """benchmarks/carry.py: a run's resume point goes into the tracked folder and back onto a fresh machine."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
