@@ -40,9 +40,9 @@ batch (it sees the same batches in the same order), the learning rate is not the
 saying so (session 15: a NaN in crysk's fused CPU kernels, since fixed).
 
 Each piece resumes after the last finished epoch (``fit(resume_from=last.pt)``: the learning-rate
-schedule continues and the optimiser state comes back from ``last.pt``; the batch order starts afresh). ``--max-minutes`` stops a piece
-cleanly at the end of the last epoch that fits in the budget, so the run can go on across sessions;
-killing the process loses at most the epoch in progress (files are replaced atomically). A run is
+schedule continues and the optimiser state comes back from ``last.pt``; the batch order starts afresh).
+``--max-minutes`` stops a piece cleanly at the end of the last epoch that fits in the budget, so the run can go
+on across sessions; killing the process loses at most the epoch in progress (files are replaced atomically). A run is
 locked by the process training it (``<model>/lock`` holds its pid), so a second piece started while
 one runs does nothing; a lock left by a dead process is taken over.
 

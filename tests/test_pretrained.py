@@ -377,7 +377,8 @@ def test_zoo_run_stops_when_the_same_batch_diverges_at_half_the_lr(tmp_path, mon
 
     class PoisonEpoch2(Callback):  # every piece: a bad batch does not care about the learning rate
         def on_epoch_begin(self, net, **kwargs):
-            if len(net.history) == 1 and getattr(net, "_resume_state", None) is not None or len(net.history) == 2:
+            resumed = getattr(net, "_resume_state", None) is not None  # a resumed piece starts at epoch 2
+            if len(net.history) == (1 if resumed else 2):
                 with torch.no_grad():
                     next(net.module_.parameters()).view(-1)[0] = float("nan")
 
