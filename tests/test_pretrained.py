@@ -399,7 +399,8 @@ def test_carry_saves_and_restores_unshipped_runs_only(tmp_path, monkeypatch):
     import carry
 
     zoo, results = tmp_path / "zoo", tmp_path / "results"
-    for model in ("crysae-mp", "cgcnn-mp-eform"):  # the second one is shipped: its run is not carried
+    # a run whose model is not in the package yet, and a shipped one (its run is not carried)
+    for model in ("zoo-run-in-progress", "cgcnn-mp-eform"):
         (zoo / model).mkdir(parents=True)
         for name in carry.ZOO_FILES:
             (zoo / model / name).write_bytes(f"{model} {name}".encode())
@@ -414,13 +415,13 @@ def test_carry_saves_and_restores_unshipped_runs_only(tmp_path, monkeypatch):
     assert carry.main() == 0
     saved = sorted(str(p.relative_to(tmp_path / "carry")) for p in (tmp_path / "carry").rglob("*") if p.is_file())
     assert saved == ["results/dft_to_experiment_fits.csv", "results/pretrained/dft2exp_full_crysxpp_e100.last.pt",
-                     *(f"zoo/crysae-mp/{n}" for n in sorted(carry.ZOO_FILES))]
+                     *(f"zoo/zoo-run-in-progress/{n}" for n in sorted(carry.ZOO_FILES))]
 
     shutil.rmtree(zoo)  # a fresh machine
     shutil.rmtree(results)
     monkeypatch.setattr(sys, "argv", ["carry.py", "restore"])
     assert carry.main() == 0
-    assert (zoo / "crysae-mp" / "last.pt").read_bytes() == b"crysae-mp last.pt"
+    assert (zoo / "zoo-run-in-progress" / "last.pt").read_bytes() == b"zoo-run-in-progress last.pt"
     assert (results / "dft_to_experiment_fits.csv").read_text().endswith("abc,0.1\n")
     assert not (zoo / "cgcnn-mp-eform").exists()
 
