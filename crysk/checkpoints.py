@@ -677,7 +677,10 @@ def scaler_state(scaler: Any) -> dict:
             "scale": scaler.scale_.tolist() if scaler.with_std else None,
         }
     if isinstance(scaler, TanhScaler):
-        return {"kind": "tanh", "mean": scaler.mean_.tolist(), "std": scaler.std_.tolist(), "scale": scaler.scale}
+        return {
+            "kind": "tanh", "mean": scaler.mean_.tolist(), "std": scaler.std_.tolist(), "scale": scaler.scale,
+            "out_mean": scaler.out_mean_.tolist(), "out_std": scaler.out_std_.tolist(),
+        }
     if isinstance(scaler, FunctionTransformer) and scaler.func is None and scaler.inverse_func is None:
         return {"kind": "none"}
     raise CheckpointError(
@@ -714,9 +717,14 @@ def scaler_from_state(state: Mapping[str, Any], n_outputs: int) -> Any:
         scaler.n_samples_seen_ = 0
         return scaler
     if kind == "tanh":
-        scaler = TanhScaler(scale=state["scale"])
+        # checkpoints saved before TanhScaler standardized its output have no out_mean: they were trained
+        # on eq. 6's values themselves
+        standardized = state.get("out_mean") is not None
+        scaler = TanhScaler(scale=state["scale"], standardize=standardized)
         scaler.mean_ = np.asarray(state["mean"], dtype=np.float64)
         scaler.std_ = np.asarray(state["std"], dtype=np.float64)
+        scaler.out_mean_ = np.asarray(state["out_mean"] if standardized else np.zeros(n_outputs), dtype=np.float64)
+        scaler.out_std_ = np.asarray(state["out_std"] if standardized else np.ones(n_outputs), dtype=np.float64)
         scaler.n_features_in_ = n_outputs
         return scaler
     if kind == "none":
