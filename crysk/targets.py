@@ -38,8 +38,8 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         values themselves: with ``scale=0.01`` they lie within
         ``0.5 +- 0.005`` per standard deviation, so a network must fit them
         to a few 1e-4 to be useful and arctanh multiplies its output error by
-        ``std / (0.005)``; CGCNN fits of 500 log10 bulk moduli then had test
-        MAEs of 0.7-1.7 against 0.10 with standardization
+        ``std / 0.005``; CGCNN fits of 500 log10 bulk moduli then had test
+        MAEs of 0.8-1.7 against 0.10 with standardization
         (``benchmarks/RESULTS.md``). Checkpoints saved before this option
         existed load with ``standardize=False``, as they were trained.
 
