@@ -19,7 +19,8 @@ weights and batch, alternates their steps in one process and prints the
 median of the paired time ratios (current / REV):
 
     python benchmarks/conv_layer.py --threads 2 --repeats 40 --against main~1
-    python benchmarks/conv_layer.py --threads 2 --repeats 40 --cpu-kernels --against HEAD  # fused vs torch
+    # fused vs torch: a revision from before the kernels (4d9d94b added them), whose layer cannot use them
+    python benchmarks/conv_layer.py --threads 2 --repeats 40 --cpu-kernels --against 9a2cfa1
 
 The batch is the first ``--crystals`` structures of ``mp_gap.jsonl.gz``
 (CGCNN defaults: 64-wide atom features, 41 Gaussians, 12 neighbours).
