@@ -172,7 +172,9 @@ def compare(
         validation and test positions and the same targets ``y``; the name
         and trial number are not part of the match. Files that a parameter
         merely names (such as a ``warm_start_from`` checkpoint path) are not
-        hashed: delete the cache when such a file changes.
+        hashed, nor is the code that fits: delete the cache (or the rows
+        concerned) when such a file changes or after an upgrade that changes
+        how a model trains.
 
     Returns
     -------
