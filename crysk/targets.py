@@ -83,16 +83,10 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
         if np.isnan(X).all(axis=0).any():
             raise ValueError("a target column has no value (all NaN): drop it before fitting")
-        self.mean_ = np.nanmean(X, axis=0)
-        std = np.nanstd(X, axis=0)
-        self.std_ = np.where(std > 0, std, 1.0)
-        self.out_mean_ = np.zeros_like(self.mean_)
-        self.out_std_ = np.ones_like(self.std_)
+        self.mean_, self.std_ = _column_mean_std(X)
+        self.out_mean_, self.out_std_ = np.zeros_like(self.mean_), np.ones_like(self.std_)
         if self.standardize:
-            u = self._squash(X)
-            self.out_mean_ = np.nanmean(u, axis=0)
-            out_std = np.nanstd(u, axis=0)
-            self.out_std_ = np.where(out_std > 0, out_std, 1.0)
+            self.out_mean_, self.out_std_ = _column_mean_std(self._squash(X))
         return self
 
     def _squash(self, X: np.ndarray) -> np.ndarray:
@@ -138,6 +132,12 @@ class TanhScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         limit = np.tanh(self.scale * self.MAX_SIGMAS)
         inner = np.clip(2.0 * X - 1.0, -limit, limit)
         return np.arctanh(inner) * self.std_ / self.scale + self.mean_
+
+
+def _column_mean_std(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # NaN-aware, and a constant column gets std 1 so that scaling never divides by 0
+    std = np.nanstd(X, axis=0)
+    return np.nanmean(X, axis=0), np.where(std > 0, std, 1.0)
 
 
 def make_target_scaler(spec: Any) -> TransformerMixin:
